@@ -1,0 +1,5 @@
+"""The conv-frames command line."""
+
+
+def main() -> int:
+    return 0

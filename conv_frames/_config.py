@@ -1,0 +1,232 @@
+"""Settings: credentials and the API endpoint, from arguments then the environment.
+
+Everything here is checked before the first request, so a typo costs no
+network round trip and leaves nothing half done.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from ._errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_HOST",
+    "MAX_PAGE_SIZE",
+    "Credentials",
+    "check_page_size",
+    "check_service_sid",
+    "resolve_base_url",
+    "resolve_credentials",
+]
+
+DEFAULT_HOST = "conversations.twilio.com"
+#: The largest PageSize Twilio's list endpoints have ever accepted. The spec caps
+#: user lists at 50; the loader follows ``meta.page_size`` whatever the server uses.
+MAX_PAGE_SIZE = 1000
+
+_SERVICE_SID = re.compile(r"IS[0-9a-fA-F]{32}")
+_ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
+_API_KEY = re.compile(r"SK[0-9a-fA-F]{32}")
+
+_HOW_TO = (
+    "pass account_sid and auth_token (or api_key, api_secret and account_sid), "
+    "or set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN "
+    "(or TWILIO_API_KEY, TWILIO_API_SECRET and TWILIO_ACCOUNT_SID)"
+)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """HTTP basic credentials for one account; the secret never shows in a repr.
+
+    Attributes:
+        account_sid: Whose data is read (``AC...``).
+        username: The account SID, or the API key SID when a key is used.
+        password: The auth token or the API key secret.
+    """
+
+    account_sid: str
+    username: str
+    password: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"Credentials(account_sid={self.account_sid!r}, "
+            f"username={self.username!r}, password='***')"
+        )
+
+
+def resolve_credentials(
+    *,
+    account_sid: str | None = None,
+    auth_token: str | None = None,
+    api_key: str | None = None,
+    api_secret: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Credentials:
+    """Pick credentials: arguments first, then ``TWILIO_*`` variables.
+
+    Raises:
+        ConfigurationError: Nothing usable was given, or only half of a pair.
+    """
+    env = os.environ if environ is None else environ
+    if api_key is not None or api_secret is not None:
+        return _key_credentials(
+            account_sid or env.get("TWILIO_ACCOUNT_SID"),
+            api_key,
+            api_secret,
+            source="arguments",
+        )
+    if auth_token is not None:
+        return _token_credentials(
+            account_sid or env.get("TWILIO_ACCOUNT_SID"), auth_token
+        )
+    if env.get("TWILIO_API_KEY") or env.get("TWILIO_API_SECRET"):
+        return _key_credentials(
+            account_sid or env.get("TWILIO_ACCOUNT_SID"),
+            env.get("TWILIO_API_KEY"),
+            env.get("TWILIO_API_SECRET"),
+            source="TWILIO_API_KEY and TWILIO_API_SECRET",
+        )
+    if env.get("TWILIO_AUTH_TOKEN"):
+        return _token_credentials(
+            account_sid or env.get("TWILIO_ACCOUNT_SID"), env["TWILIO_AUTH_TOKEN"]
+        )
+    raise ConfigurationError(f"no Twilio credentials found: {_HOW_TO}")
+
+
+def resolve_base_url(
+    base_url: str | None = None,
+    *,
+    region: str | None = None,
+    edge: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """Return the API root URL, without a trailing slash.
+
+    ``base_url`` wins (the emulator, a proxy). Otherwise the host is built the
+    way Twilio's SDKs build it from ``region`` and ``edge`` (arguments, then
+    ``TWILIO_REGION`` and ``TWILIO_EDGE``), as
+    ``conversations.{edge}.{region}.twilio.com``, with region ``us1`` when only
+    an edge is given.
+    """
+    if base_url is not None:
+        return _check_base_url(base_url)
+    env = os.environ if environ is None else environ
+    region = region or env.get("TWILIO_REGION") or None
+    edge = edge or env.get("TWILIO_EDGE") or None
+    if edge and not region:
+        region = "us1"
+    labels = ["conversations", edge, region, "twilio", "com"]
+    for label in (edge, region):
+        if label is not None and not re.fullmatch(r"[a-z0-9-]+", label):
+            raise ConfigurationError(
+                f"region/edge {label!r} is not a host label; use names such as "
+                "'ie1' or 'dublin'"
+            )
+    return "https://" + ".".join(part for part in labels if part)
+
+
+def check_service_sid(service_sid: object) -> str:
+    """Refuse a service SID that cannot be one, before any request."""
+    if not isinstance(service_sid, str) or not _SERVICE_SID.fullmatch(service_sid):
+        raise ConfigurationError(
+            f"service_sid {service_sid!r} is not a Conversations service SID; it must "
+            "match ^IS[0-9a-fA-F]{32}$ (find it in the Twilio console under "
+            "Conversations > Services)"
+        )
+    return service_sid
+
+
+def check_page_size(page_size: object) -> int:
+    """Refuse a page size outside 1..1000, before any request."""
+    if (
+        isinstance(page_size, bool)
+        or not isinstance(page_size, int)
+        or not 1 <= page_size <= MAX_PAGE_SIZE
+    ):
+        raise ConfigurationError(
+            f"page_size={page_size!r} is out of range; use an integer from 1 to "
+            f"{MAX_PAGE_SIZE} (the API caps user pages at 50 and says so in "
+            "meta.page_size)"
+        )
+    return page_size
+
+
+def _token_credentials(account_sid: str | None, auth_token: str) -> Credentials:
+    sid = _check_account_sid(account_sid)
+    if not auth_token:
+        raise ConfigurationError(f"the auth token is empty: {_HOW_TO}")
+    return Credentials(account_sid=sid, username=sid, password=auth_token)
+
+
+def _key_credentials(
+    account_sid: str | None, api_key: str | None, api_secret: str | None, *, source: str
+) -> Credentials:
+    if not api_key or not api_secret:
+        missing = (
+            "api_key / TWILIO_API_KEY"
+            if not api_key
+            else "api_secret / TWILIO_API_SECRET"
+        )
+        raise ConfigurationError(
+            f"an API key needs both its SID and its secret; {missing} is missing "
+            f"(from {source})"
+        )
+    if not _API_KEY.fullmatch(api_key):
+        raise ConfigurationError(
+            f"api_key {api_key!r} is not an API key SID; it must match "
+            "^SK[0-9a-fA-F]{32}$"
+        )
+    sid = _check_account_sid(account_sid)
+    return Credentials(account_sid=sid, username=api_key, password=api_secret)
+
+
+def _check_account_sid(account_sid: str | None) -> str:
+    if not account_sid:
+        raise ConfigurationError(
+            "the account SID is missing: pass account_sid or set TWILIO_ACCOUNT_SID"
+        )
+    if not _ACCOUNT_SID.fullmatch(account_sid):
+        raise ConfigurationError(
+            f"account_sid {account_sid!r} is not an account SID; it must match "
+            "^AC[0-9a-fA-F]{32}$"
+        )
+    return account_sid
+
+
+def _check_base_url(base_url: str) -> str:
+    parts = urlsplit(base_url)
+    problem = None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problem = (
+            "it must be an absolute http(s) URL, like https://conversations.twilio.com"
+        )
+    elif parts.username is not None or parts.password is not None:
+        problem = "it must not carry credentials; pass those as arguments or TWILIO_*"
+    elif parts.query or parts.fragment:
+        problem = "it must not have a query or a fragment"
+    elif parts.scheme == "http" and not _is_loopback(parts.hostname):
+        problem = (
+            "plain http is only allowed on this machine (127.0.0.1, localhost); "
+            "credentials would cross the network in clear text, so use https"
+        )
+    if problem:
+        shown = parts._replace(netloc=parts.hostname or "").geturl()
+        raise ConfigurationError(f"base_url {shown!r} is refused: {problem}")
+    return base_url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

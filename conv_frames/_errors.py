@@ -1,0 +1,130 @@
+"""Errors raised by conv_frames.
+
+Every failure a caller can see is a :class:`ConvFramesError`; foreign errors
+(requests, tenacity, pyarrow, OS errors while writing) are translated at the
+boundary where they happen and chained with ``from``::
+
+    ConvFramesError
+    ├── ConfigurationError   bad argument or missing credentials (also ValueError)
+    ├── APIError             the API answered with an error status
+    ├── TransportError       the network failed or the answer could not be read
+    │   └── RequestTimeout   no answer within the read or connect timeout
+    ├── PaginationError      a next-page link that must not be followed
+    ├── SchemaError          a page or record breaking the contract (also ValueError)
+    └── ExportError          the Parquet file could not be written
+
+Messages never contain credentials: URLs are shown without user info, and
+no header is ever quoted.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "APIError",
+    "ConfigurationError",
+    "ConvFramesError",
+    "ExportError",
+    "PaginationError",
+    "RequestTimeout",
+    "SchemaError",
+    "TransportError",
+]
+
+#: Statuses that say "try again later" rather than "this request is wrong".
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class ConvFramesError(Exception):
+    """Root of every error conv_frames raises."""
+
+
+class ConfigurationError(ConvFramesError, ValueError):
+    """An argument or an environment variable is missing or invalid."""
+
+
+class APIError(ConvFramesError):
+    """The API answered with an error status.
+
+    Attributes:
+        status: The HTTP status code.
+        code: Twilio's error code, when the body carried one.
+        message: Twilio's message, or a short description of the body.
+        more_info: Twilio's link to the error's documentation, if any.
+        url: The requested URL, without credentials.
+        attempts: How many requests were sent before giving up.
+        retry_after: Seconds the server asked to wait (``Retry-After``), if usable.
+    """
+
+    retry_after: float | None = None
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        url: str,
+        code: int | None = None,
+        more_info: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.more_info = more_info
+        self.url = url
+        self.attempts = attempts
+        super().__init__(self._describe())
+
+    @property
+    def is_transient(self) -> bool:
+        """Whether the status is one that is retried (429 and the 5xx gateway set)."""
+        return self.status in TRANSIENT_STATUSES
+
+    def _describe(self) -> str:
+        code = f" (Twilio error {self.code})" if self.code is not None else ""
+        tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
+        more = f"; see {self.more_info}" if self.more_info else ""
+        return f"HTTP {self.status}{code} from {self.url}{tries}: {self.message}{more}"
+
+    def __str__(self) -> str:
+        # Rebuilt on each call because ``attempts`` is filled in after retries.
+        return self._describe()
+
+
+class TransportError(ConvFramesError):
+    """The request failed on the network, or its answer could not be read.
+
+    Attributes:
+        url: The requested URL, without credentials.
+        attempts: How many requests were sent before giving up.
+        transient: Whether trying again may succeed (a reset, a cut body).
+    """
+
+    def __init__(
+        self, message: str, *, url: str, attempts: int = 1, transient: bool = True
+    ) -> None:
+        self.message = message
+        self.url = url
+        self.attempts = attempts
+        self.transient = transient
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
+        return f"{self.message} ({self.url}){tries}"
+
+
+class RequestTimeout(TransportError, TimeoutError):
+    """The server did not answer within the configured timeout."""
+
+
+class PaginationError(ConvFramesError):
+    """A next-page link was refused: foreign origin, a loop, or too many pages."""
+
+
+class SchemaError(ConvFramesError, ValueError):
+    """A page envelope or a user record does not match the API's contract."""
+
+
+class ExportError(ConvFramesError):
+    """The Parquet export could not be written; any earlier file is untouched."""

@@ -1,0 +1,325 @@
+"""Normalization: raw user records to a typed Arrow batch, then to pandas.
+
+A page of records becomes a :class:`UserBatch`: an Arrow table in
+``USERS_SCHEMA`` (``attributes`` kept as the original JSON text, which is what
+Parquet stores) plus the decoded ``attributes`` values, decoded once here and
+reused by the DataFrame so no row is parsed twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ._errors import ConfigurationError, SchemaError
+from ._schema import (
+    ATTRIBUTES,
+    COLUMNS,
+    JSON_TEXT,
+    LINKS,
+    USERS_SCHEMA,
+    DtypeBackend,
+    pandas_dtype,
+)
+
+__all__ = ["InvalidAttributes", "UserBatch", "normalize_records", "users_frame"]
+
+logger = logging.getLogger(__name__)
+
+InvalidAttributes = Literal["raise", "null"]
+
+_KNOWN = frozenset(COLUMNS)
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
+
+
+@dataclass
+class UserBatch:
+    """One normalized page: the Arrow table and the decoded attributes.
+
+    Attributes:
+        table: The records in ``USERS_SCHEMA``, plus any unknown fields after it.
+        attributes: The decoded ``attributes`` value of each row.
+        invalid_attributes: Rows whose attributes text was not JSON (lenient mode).
+    """
+
+    table: pa.Table
+    attributes: list[Any] = field(default_factory=list)
+    invalid_attributes: int = 0
+
+    @property
+    def num_rows(self) -> int:
+        """Number of users in the batch."""
+        return int(self.table.num_rows)
+
+
+def normalize_records(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    invalid_attributes: InvalidAttributes = "raise",
+) -> UserBatch:
+    """Type one page of raw user records.
+
+    Args:
+        records: User objects as the API sent them (decoded JSON).
+        invalid_attributes: ``"raise"`` (default) makes attributes text that is
+            not JSON a :class:`SchemaError`; ``"null"`` loads the row anyway with
+            a null decoded value, keeps the text and counts the row.
+
+    Raises:
+        SchemaError: A record is not an object, or a value has the wrong type.
+    """
+    _check_records(records)
+    sids = [record.get("sid") for record in records]
+    arrays = [
+        _typed_column(name, [r.get(name) for r in records], sids)
+        for name in USERS_SCHEMA.names
+    ]
+    decoded, invalid = _decode_attributes(
+        arrays[COLUMNS.index(ATTRIBUTES)], sids, invalid_attributes
+    )
+    table = pa.Table.from_arrays(arrays, schema=USERS_SCHEMA)
+    for name in _unknown_fields(records):
+        table = table.append_column(name, _loose_column([r.get(name) for r in records]))
+    return UserBatch(table, decoded, invalid)
+
+
+def users_frame(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    dtype_backend: DtypeBackend = "numpy_nullable",
+    invalid_attributes: InvalidAttributes = "raise",
+) -> pd.DataFrame:
+    """Normalize records the caller already has into a typed users DataFrame.
+
+    Args:
+        records: User objects as the API sends them.
+        dtype_backend: ``"numpy_nullable"`` (pandas extension dtypes) or
+            ``"pyarrow"`` (``pd.ArrowDtype`` columns).
+        invalid_attributes: See :func:`normalize_records`.
+
+    Example:
+        >>> frame = users_frame([{"sid": "US" + "0" * 32, "attributes": "{}"}])
+        >>> str(frame.dtypes["sid"]), frame.loc[0, "attributes"]
+        ('string', {})
+    """
+    batch = normalize_records(list(records), invalid_attributes=invalid_attributes)
+    frame = batches_to_frame([batch], dtype_backend=dtype_backend)
+    frame.attrs["invalid_attributes"] = batch.invalid_attributes
+    frame.attrs["duplicate_sids"] = count_duplicate_sids(frame)
+    return frame
+
+
+def batches_to_frame(
+    batches: Sequence[UserBatch], *, dtype_backend: DtypeBackend = "numpy_nullable"
+) -> pd.DataFrame:
+    """Concatenate normalized batches into one DataFrame with the schema's dtypes."""
+    check_dtype_backend(dtype_backend)
+    tables = [batch.table for batch in batches] or [USERS_SCHEMA.empty_table()]
+    table = pa.concat_tables(tables, promote_options="permissive")
+    attributes = [value for batch in batches for value in batch.attributes]
+    return table_to_frame(table, attributes, dtype_backend=dtype_backend)
+
+
+def table_to_frame(
+    table: pa.Table, attributes: list[Any], *, dtype_backend: DtypeBackend
+) -> pd.DataFrame:
+    """Convert a users table to pandas, putting in the decoded attributes."""
+    columns: dict[str, pd.Series[Any]] = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if name == ATTRIBUTES:
+            columns[name] = pd.Series(attributes, dtype=object, name=name)
+        else:
+            columns[name] = _column_to_pandas(column, dtype_backend)
+    return pd.DataFrame(columns, columns=table.column_names)
+
+
+def count_duplicate_sids(frame: pd.DataFrame) -> int:
+    """Count rows whose SID already appeared earlier, and warn when there are any."""
+    duplicates = int(frame["sid"].dropna().duplicated().sum())
+    if duplicates:
+        logger.warning(
+            "%d rows repeat a user SID seen earlier; they are kept as the API sent "
+            "them (see frame.attrs['duplicate_sids'])",
+            duplicates,
+        )
+    return duplicates
+
+
+def check_dtype_backend(dtype_backend: str) -> None:
+    """Refuse a backend name pandas does not know, before any request is sent."""
+    if dtype_backend not in ("numpy_nullable", "pyarrow"):
+        raise ConfigurationError(
+            f"dtype_backend={dtype_backend!r} is not supported; "
+            "use 'numpy_nullable' or 'pyarrow'"
+        )
+
+
+def decode_attribute_text(column: pa.Array | pa.ChunkedArray) -> list[Any]:
+    """Decode a column of attributes text; null or non-JSON text gives None."""
+    decoded: list[Any] = []
+    for text in column.to_pylist():
+        try:
+            decoded.append(None if text is None else orjson.loads(text))
+        except orjson.JSONDecodeError:
+            decoded.append(None)
+    return decoded
+
+
+def _check_records(records: Sequence[Any]) -> None:
+    for index, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise SchemaError(
+                f"user record {index} is a JSON {_json_kind(record)}, not an object"
+            )
+
+
+def _typed_column(name: str, values: list[Any], sids: list[Any]) -> pa.Array:
+    arrow_type = USERS_SCHEMA.field(name).type
+    if name in ("date_created", "date_updated"):
+        return _timestamp_column(name, values, sids)
+    if arrow_type == JSON_TEXT:
+        storage = _strict_array(name, values, pa.string(), sids)
+        return pa.ExtensionArray.from_storage(JSON_TEXT, storage)
+    if name == LINKS:
+        _check_links(values, sids)
+    return _strict_array(name, values, arrow_type, sids)
+
+
+def _strict_array(
+    name: str, values: list[Any], arrow_type: pa.DataType, sids: list[Any]
+) -> pa.Array:
+    try:
+        return pa.array(values, type=arrow_type, from_pandas=False)
+    except _ARROW_ERRORS:
+        expected = _expected_kind(arrow_type)
+        for value, sid in zip(values, sids, strict=True):
+            try:
+                pa.array([value], type=arrow_type)
+            except _ARROW_ERRORS:
+                raise _wrong_value(name, sid, value, expected) from None
+        raise
+
+
+def _timestamp_column(name: str, values: list[Any], sids: list[Any]) -> pa.Array:
+    text = _strict_array(name, values, pa.string(), sids)
+    try:
+        # Fast path: Arrow parses ISO 8601 with "Z" or an offset, and fractions.
+        return pc.cast(text, USERS_SCHEMA.field(name).type)
+    except _ARROW_ERRORS:
+        # Slow path for forms Arrow refuses (no offset, nanoseconds, basic format).
+        parsed = [
+            _parse_timestamp(name, v, sid) for v, sid in zip(values, sids, strict=True)
+        ]
+        return pa.array(parsed, type=USERS_SCHEMA.field(name).type)
+
+
+def _parse_timestamp(name: str, value: str | None, sid: Any) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise _wrong_value(name, sid, value, "an ISO 8601 date-time") from None
+    # The API documents its dates as GMT; a value without an offset is read so.
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _check_links(values: list[Any], sids: list[Any]) -> None:
+    for value, sid in zip(values, sids, strict=True):
+        if value is not None and not isinstance(value, dict):
+            raise _wrong_value(LINKS, sid, value, "an object of URLs")
+
+
+def _decode_attributes(
+    column: pa.Array, sids: list[Any], mode: InvalidAttributes
+) -> tuple[list[Any], int]:
+    decoded: list[Any] = []
+    invalid = 0
+    for text, sid in zip(column.storage.to_pylist(), sids, strict=True):
+        if text is None:
+            decoded.append(None)
+            continue
+        try:
+            decoded.append(orjson.loads(text))
+        except orjson.JSONDecodeError as error:
+            if mode == "raise":
+                raise SchemaError(
+                    f"field 'attributes' of user {sid} is not valid JSON ({error}); "
+                    "pass invalid_attributes='null' to load such rows with a null "
+                    "value and keep the text in the Parquet export"
+                ) from None
+            decoded.append(None)
+            invalid += 1
+    if invalid:
+        logger.warning(
+            "%d rows have attributes that are not JSON; loaded as null", invalid
+        )
+    return decoded, invalid
+
+
+def _unknown_fields(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    unknown: dict[str, None] = {}
+    for record in records:
+        if record.keys() != _KNOWN:
+            unknown.update(dict.fromkeys(k for k in record if k not in _KNOWN))
+    for name in unknown:
+        logger.info("keeping field %r, which the users schema does not know", name)
+    return list(unknown)
+
+
+def _loose_column(values: list[Any]) -> pa.Array:
+    """Type a field the schema does not know: Arrow's guess, else JSON text."""
+    try:
+        return pa.array(values, from_pandas=False)
+    except _ARROW_ERRORS:
+        texts = [None if v is None else orjson.dumps(v).decode() for v in values]
+        return pa.array(texts, type=pa.string())
+
+
+def _column_to_pandas(column: pa.ChunkedArray, backend: DtypeBackend) -> pd.Series:
+    dtype = pandas_dtype(column.type, backend)
+    series: pd.Series
+    if pa.types.is_map(column.type):
+        series = column.to_pandas(maps_as_pydicts="strict")
+    elif isinstance(dtype, pd.ArrowDtype):
+        series = pd.Series(pd.arrays.ArrowExtensionArray(column), copy=False)
+    else:
+        series = column.to_pandas(types_mapper={column.type: dtype}.get)
+    return series
+
+
+def _wrong_value(name: str, sid: Any, value: Any, expected: str) -> SchemaError:
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return SchemaError(f"field {name!r} of user {sid} is {shown}, expected {expected}")
+
+
+def _expected_kind(arrow_type: pa.DataType) -> str:
+    if pa.types.is_boolean(arrow_type):
+        return "true, false or null"
+    if pa.types.is_map(arrow_type):
+        return "an object of URL strings"
+    return "a string or null"
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "number",
+        float: "number",
+        type(None): "null",
+    }
+    return kinds.get(type(value), type(value).__name__)

@@ -1,0 +1,87 @@
+"""The one place that spells the columns of a users frame and their types.
+
+The Arrow schema below is the source of truth; the pandas dtypes for each
+``dtype_backend`` and the Parquet layout are derived from it. Keep the table
+in README.md ("Columns and types") in step with this module.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pandas as pd
+import pyarrow as pa
+
+__all__ = [
+    "ATTRIBUTES",
+    "BOOLEAN_COLUMNS",
+    "COLUMNS",
+    "JSON_TEXT",
+    "LINKS",
+    "STRING_COLUMNS",
+    "TIMESTAMP_COLUMNS",
+    "USERS_SCHEMA",
+    "DtypeBackend",
+    "pandas_dtype",
+]
+
+DtypeBackend = Literal["numpy_nullable", "pyarrow"]
+
+STRING_COLUMNS = (
+    "sid",
+    "account_sid",
+    "chat_service_sid",
+    "role_sid",
+    "identity",
+    "friendly_name",
+)
+BOOLEAN_COLUMNS = ("is_online", "is_notifiable")
+TIMESTAMP_COLUMNS = ("date_created", "date_updated")
+ATTRIBUTES = "attributes"
+LINKS = "links"
+
+#: Arrow type of the raw ``attributes`` text. pyarrow writes its JSON extension
+#: type with Parquet's JSON logical type, so other readers see JSON, not bytes.
+JSON_TEXT: pa.DataType = pa.json_(pa.string())
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+LINKS_TYPE = pa.map_(pa.string(), pa.string())
+
+#: Columns in the order the API documents them.
+USERS_SCHEMA = pa.schema(
+    [
+        pa.field("sid", pa.string()),
+        pa.field("account_sid", pa.string()),
+        pa.field("chat_service_sid", pa.string()),
+        pa.field("role_sid", pa.string()),
+        pa.field("identity", pa.string()),
+        pa.field("friendly_name", pa.string()),
+        pa.field(ATTRIBUTES, JSON_TEXT),
+        pa.field("is_online", pa.bool_()),
+        pa.field("is_notifiable", pa.bool_()),
+        pa.field("date_created", TIMESTAMP),
+        pa.field("date_updated", TIMESTAMP),
+        pa.field("url", pa.string()),
+        pa.field(LINKS, LINKS_TYPE),
+    ]
+)
+COLUMNS: tuple[str, ...] = tuple(USERS_SCHEMA.names)
+
+
+def pandas_dtype(arrow_type: pa.DataType, backend: DtypeBackend) -> object:
+    """Return the pandas dtype that a column of ``arrow_type`` gets.
+
+    ``attributes`` and ``links`` hold Python objects (decoded JSON, dicts) in
+    both backends; everything else follows the backend.
+    """
+    if arrow_type == JSON_TEXT or pa.types.is_map(arrow_type):
+        return object
+    if backend == "pyarrow":
+        return pd.ArrowDtype(arrow_type)
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return pd.StringDtype()
+    if pa.types.is_boolean(arrow_type):
+        return pd.BooleanDtype()
+    if pa.types.is_timestamp(arrow_type):
+        return pd.DatetimeTZDtype(unit=arrow_type.unit, tz=arrow_type.tz)
+    # Unknown fields the schema does not describe: let pyarrow choose.
+    return arrow_type.to_pandas_dtype()
