@@ -97,7 +97,7 @@ class Transport:
             | _stop_after_total_wait(retry.max_total_wait),
             wait=_wait_retry_after(
                 wait_exponential_jitter(
-                    initial=retry.backoff_initial,
+                    multiplier=retry.backoff_initial,
                     max=retry.max_retry_wait,
                     jitter=retry.backoff_jitter,
                 ),
