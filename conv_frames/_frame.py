@@ -30,7 +30,13 @@ from ._schema import (
     pandas_dtype,
 )
 
-__all__ = ["InvalidAttributes", "UserBatch", "normalize_records", "users_frame"]
+__all__ = [
+    "InvalidAttributes",
+    "UserBatch",
+    "concat_batches",
+    "normalize_records",
+    "users_frame",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +81,9 @@ def normalize_records(
 
     Raises:
         SchemaError: A record is not an object, or a value has the wrong type.
+        ConfigurationError: ``invalid_attributes`` is not ``"raise"`` or ``"null"``.
     """
+    check_invalid_attributes(invalid_attributes)
     _check_records(records)
     sids = [record.get("sid") for record in records]
     arrays = [
@@ -110,6 +118,7 @@ def users_frame(
         >>> str(frame.dtypes["sid"]), frame.loc[0, "attributes"]
         ('string', {})
     """
+    check_dtype_backend(dtype_backend)
     batch = normalize_records(list(records), invalid_attributes=invalid_attributes)
     frame = batches_to_frame([batch], dtype_backend=dtype_backend)
     frame.attrs["invalid_attributes"] = batch.invalid_attributes
@@ -122,10 +131,24 @@ def batches_to_frame(
 ) -> pd.DataFrame:
     """Concatenate normalized batches into one DataFrame with the schema's dtypes."""
     check_dtype_backend(dtype_backend)
-    tables = [batch.table for batch in batches] or [USERS_SCHEMA.empty_table()]
-    table = pa.concat_tables(tables, promote_options="permissive")
     attributes = [value for batch in batches for value in batch.attributes]
-    return table_to_frame(table, attributes, dtype_backend=dtype_backend)
+    return table_to_frame(
+        concat_batches(batches), attributes, dtype_backend=dtype_backend
+    )
+
+
+def concat_batches(batches: Sequence[UserBatch]) -> pa.Table:
+    """Concatenate the batches' tables; the empty users table when there are none.
+
+    An unknown field whose type differs between batches (a number on one page,
+    text on another) becomes JSON text in all of them, as it would within a page.
+    """
+    tables = [batch.table for batch in batches] or [USERS_SCHEMA.empty_table()]
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        tables = _unknown_fields_as_json_text(tables)
+        return pa.concat_tables(tables, promote_options="permissive")
 
 
 def table_to_frame(
@@ -151,6 +174,15 @@ def count_duplicate_sids(frame: pd.DataFrame) -> int:
             duplicates,
         )
     return duplicates
+
+
+def check_invalid_attributes(invalid_attributes: str) -> None:
+    """Refuse an ``invalid_attributes`` mode other than ``"raise"`` or ``"null"``."""
+    if invalid_attributes not in ("raise", "null"):
+        raise ConfigurationError(
+            f"invalid_attributes={invalid_attributes!r} is not supported; "
+            "use 'raise' or 'null'"
+        )
 
 
 def check_dtype_backend(dtype_backend: str) -> None:
@@ -226,12 +258,13 @@ def _parse_timestamp(name: str, value: str | None, sid: Any) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        # The API documents its dates as GMT; a value without an offset is read so.
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        # OverflowError: an offset that moves the moment out of years 1-9999.
         raise _wrong_value(name, sid, value, "an ISO 8601 date-time") from None
-    # The API documents its dates as GMT; a value without an offset is read so.
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def _check_links(values: list[Any], sids: list[Any]) -> None:
@@ -278,21 +311,61 @@ def _unknown_fields(records: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _loose_column(values: list[Any]) -> pa.Array:
-    """Type a field the schema does not know: Arrow's guess, else JSON text."""
+    """Type a field the schema does not know: Arrow's guess, else JSON text.
+
+    Objects and arrays are always JSON text: as an Arrow struct, an empty
+    object cannot be written to Parquet, and every row would get every key
+    seen in the page, filled with nulls it was never sent. JSON text has the
+    ``JSON_TEXT`` type, so it is never mistaken for a plain string field.
+    """
+    if not any(isinstance(value, dict | list) for value in values):
+        try:
+            return pa.array(values, from_pandas=False)
+        except _ARROW_ERRORS:
+            pass
+    return _json_text_column(values)
+
+
+def _json_text_column(values: list[Any]) -> pa.Array:
+    texts = [None if v is None else orjson.dumps(v).decode() for v in values]
+    return pa.array(texts, type=JSON_TEXT)
+
+
+def _unknown_fields_as_json_text(tables: list[pa.Table]) -> list[pa.Table]:
+    """Turn unknown fields whose types cannot be merged into JSON text."""
+    types: dict[str, list[pa.DataType]] = {}
+    for table in tables:
+        for column in table.schema:
+            if column.name not in _KNOWN:
+                types.setdefault(column.name, []).append(column.type)
+    clashing = {name for name, found in types.items() if not _mergeable(found)}
+
+    converted = []
+    for table in tables:
+        for index, name in enumerate(table.column_names):
+            if name in clashing and table.schema.field(index).type != JSON_TEXT:
+                column = _json_text_column(table.column(index).to_pylist())
+                table = table.set_column(index, name, column)
+        converted.append(table)
+    return converted
+
+
+def _mergeable(types: list[pa.DataType]) -> bool:
+    schemas = [pa.schema([pa.field("value", arrow_type)]) for arrow_type in types]
     try:
-        return pa.array(values, from_pandas=False)
-    except _ARROW_ERRORS:
-        texts = [None if v is None else orjson.dumps(v).decode() for v in values]
-        return pa.array(texts, type=pa.string())
+        pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return False
+    return True
 
 
 def _column_to_pandas(column: pa.ChunkedArray, backend: DtypeBackend) -> pd.Series:
     dtype = pandas_dtype(column.type, backend)
     series: pd.Series
-    if pa.types.is_map(column.type):
-        series = column.to_pandas(maps_as_pydicts="strict")
-    elif isinstance(dtype, pd.ArrowDtype):
+    if isinstance(dtype, pd.ArrowDtype):
         series = pd.Series(pd.arrays.ArrowExtensionArray(column), copy=False)
+    elif pa.types.is_map(column.type):
+        series = column.to_pandas(maps_as_pydicts="strict")
     else:
         series = column.to_pandas(types_mapper={column.type: dtype}.get)
     return series

@@ -66,7 +66,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             "(any earlier file there is untouched)"
         ) from error
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        # NotADirectoryError: the destination's parent is a file, so the
+        # temporary file never existed; don't let it hide the ExportError.
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             temporary.unlink()
 
 

@@ -67,13 +67,30 @@ USERS_SCHEMA = pa.schema(
 COLUMNS: tuple[str, ...] = tuple(USERS_SCHEMA.names)
 
 
+#: Nullable pandas dtypes for the numbers an unknown field may hold, so that a
+#: null in a new integer field is NA rather than a failed cast to int64.
+_NULLABLE_NUMBERS: dict[pa.DataType, object] = {
+    pa.int8(): pd.Int8Dtype(),
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(),
+    pa.uint16(): pd.UInt16Dtype(),
+    pa.uint32(): pd.UInt32Dtype(),
+    pa.uint64(): pd.UInt64Dtype(),
+    pa.float32(): pd.Float32Dtype(),
+    pa.float64(): pd.Float64Dtype(),
+}
+
+
 def pandas_dtype(arrow_type: pa.DataType, backend: DtypeBackend) -> object:
     """Return the pandas dtype that a column of ``arrow_type`` gets.
 
-    ``attributes`` and ``links`` hold Python objects (decoded JSON, dicts) in
-    both backends; everything else follows the backend.
+    ``attributes`` holds decoded JSON (Python objects) in both backends.
+    ``links`` holds dicts with ``numpy_nullable`` and stays an Arrow
+    ``map<string, string>`` with ``pyarrow``; everything else follows the backend.
     """
-    if arrow_type == JSON_TEXT or pa.types.is_map(arrow_type):
+    if arrow_type == JSON_TEXT:
         return object
     if backend == "pyarrow":
         return pd.ArrowDtype(arrow_type)
@@ -83,5 +100,6 @@ def pandas_dtype(arrow_type: pa.DataType, backend: DtypeBackend) -> object:
         return pd.BooleanDtype()
     if pa.types.is_timestamp(arrow_type):
         return pd.DatetimeTZDtype(unit=arrow_type.unit, tz=arrow_type.tz)
-    # Unknown fields the schema does not describe: let pyarrow choose.
-    return arrow_type.to_pandas_dtype()
+    # Maps, and unknown fields the schema does not describe: a nullable dtype
+    # for numbers, Python objects for everything else (nulls, nested values).
+    return _NULLABLE_NUMBERS.get(arrow_type, object)
