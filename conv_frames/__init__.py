@@ -7,7 +7,7 @@ Credentials come from arguments or the ``TWILIO_*`` environment variables; the
 bundled emulator (:mod:`conv_frames.emulator`) serves the same API locally.
 """
 
-from ._client import DEFAULT_TIMEOUT, Client, iter_user_pages, load_users
+from ._client import DEFAULT_TIMEOUT, Client, export_users, iter_user_pages, load_users
 from ._errors import (
     APIError,
     ConfigurationError,
@@ -39,6 +39,7 @@ __all__ = [
     "SchemaError",
     "TransportError",
     "__version__",
+    "export_users",
     "iter_user_pages",
     "load_users",
     "read_parquet",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._client import load_users
+from ._client import export_users, load_users
 from ._errors import (
     APIError,
     ConfigurationError,
@@ -106,19 +106,18 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    frame = load_users(
+    attrs = export_users(
         args.service_sid,
+        _output(args.output),
         base_url=args.base_url,
         page_size=args.page_size,
         timeout=args.timeout,
         max_attempts=args.max_attempts,
         max_retry_wait=args.max_retry_wait,
         invalid_attributes=args.invalid_attributes,
-        parquet_path=_output(args.output),
     )
-    attrs = frame.attrs
     print(
-        f"exported {len(frame)} users of {args.service_sid} to {args.output}: "
+        f"exported {attrs['rows']} users of {args.service_sid} to {args.output}: "
         f"{attrs['pages']} pages, {attrs['retries']} retries, "
         f"{time.perf_counter() - started:.2f} s"
     )

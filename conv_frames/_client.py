@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -27,15 +28,17 @@ from ._frame import (
     UserBatch,
     batches_to_frame,
     check_dtype_backend,
+    check_invalid_attributes,
     count_duplicate_sids,
     normalize_records,
 )
 from ._pages import Page, iter_pages
-from ._parquet import write_table
-from ._schema import USERS_SCHEMA, DtypeBackend
+from ._parquet import ParquetSink
+from ._prefetch import prefetch
+from ._schema import DtypeBackend
 from ._transport import LoadStats, RetryPolicy, Sleep, Timeout, Transport
 
-__all__ = ["DEFAULT_TIMEOUT", "Client", "iter_user_pages", "load_users"]
+__all__ = ["DEFAULT_TIMEOUT", "Client", "export_users", "iter_user_pages", "load_users"]
 
 logger = logging.getLogger("conv_frames")
 
@@ -166,28 +169,79 @@ class Client:
         See :func:`conv_frames.load_users` for the arguments.
         """
         check_dtype_backend(dtype_backend)
-        first_url = self._users_url(service_sid, page_size)
-        started, clock = datetime.now(UTC), time.perf_counter()
-        stats = LoadStats()
-        batches = [
-            normalize_records(page, invalid_attributes=invalid_attributes)
-            for page in self._walk(first_url, page_size, max_pages, stats)
-        ]
+        batches: list[UserBatch] = []
+        attrs = self._run(
+            service_sid,
+            page_size,
+            max_pages,
+            invalid_attributes,
+            parquet_path,
+            keep=batches.append,
+        )
         frame = batches_to_frame(batches, dtype_backend=dtype_backend)
-        provenance = self._provenance(service_sid, started, stats, batches, frame)
-        frame.attrs.update(provenance)
-        if parquet_path is not None:
-            write_table(_concat(batches), parquet_path, provenance)
+        frame.attrs.update(attrs)
+        return frame
+
+    def export_users(
+        self,
+        service_sid: str,
+        parquet_path: str | os.PathLike[str],
+        *,
+        page_size: int = 50,
+        max_pages: int | None = None,
+        invalid_attributes: InvalidAttributes = "raise",
+    ) -> dict[str, Any]:
+        """Stream every user of a service to Parquet, a page at a time.
+
+        Memory stays at a few pages whatever the service's size; the file is
+        the same as ``load_users(..., parquet_path=...)`` writes.
+
+        Returns:
+            The provenance written to the file (rows, pages, retries...).
+        """
+        return self._run(
+            service_sid, page_size, max_pages, invalid_attributes, parquet_path
+        )
+
+    def _run(
+        self,
+        service_sid: str,
+        page_size: int,
+        max_pages: int | None,
+        invalid_attributes: InvalidAttributes,
+        parquet_path: str | os.PathLike[str] | None,
+        keep: Callable[[UserBatch], None] | None = None,
+    ) -> dict[str, Any]:
+        """Walk, type and optionally write every page; return the provenance."""
+        check_invalid_attributes(invalid_attributes)
+        first_url = self._users_url(service_sid, page_size)
+        tally = _Tally(service_sid, datetime.now(UTC))
+        pages = self._walk(first_url, page_size, max_pages, tally.stats)
+        with ExitStack() as stack:
+            sink = None
+            if parquet_path is not None:
+                sink = stack.enter_context(ParquetSink(parquet_path))
+            # The next page is on the wire while this one is typed and written.
+            for page in prefetch(pages):
+                batch = normalize_records(page, invalid_attributes=invalid_attributes)
+                tally.add(batch)
+                if sink is not None:
+                    sink.write(batch.table)
+                if keep is not None:
+                    keep(batch)
+            attrs = tally.provenance(self.credentials.account_sid, self.base_url)
+            if sink is not None:
+                sink.publish(attrs)
         logger.info(
             "loaded %d users of %s in %d pages (%d requests, %d retries, %.2f s)",
-            len(frame),
+            attrs["rows"],
             service_sid,
-            stats.pages,
-            stats.requests,
-            stats.retries,
-            time.perf_counter() - clock,
+            attrs["pages"],
+            attrs["requests"],
+            attrs["retries"],
+            time.perf_counter() - tally.clock,
         )
-        return frame
+        return attrs
 
     def _users_url(self, service_sid: str, page_size: int) -> str:
         check_service_sid(service_sid)
@@ -208,25 +262,37 @@ class Client:
                 )
             yield page
 
-    def _provenance(
-        self,
-        service_sid: str,
-        started: datetime,
-        stats: LoadStats,
-        batches: list[UserBatch],
-        frame: pd.DataFrame,
-    ) -> dict[str, Any]:
+
+class _Tally:
+    """What a load counts as it goes, without keeping the pages."""
+
+    def __init__(self, service_sid: str, started: datetime) -> None:
+        self.service_sid = service_sid
+        self.started = started
+        self.clock = time.perf_counter()
+        self.stats = LoadStats()
+        self.rows = 0
+        self.invalid_attributes = 0
+        self._sids: list[pa.Array] = []  # ~34 bytes a user, for duplicate counts
+
+    def add(self, batch: UserBatch) -> None:
+        self.rows += batch.num_rows
+        self.invalid_attributes += batch.invalid_attributes
+        self._sids.extend(batch.table.column("sid").chunks)
+
+    def provenance(self, account_sid: str, base_url: str) -> dict[str, Any]:
+        sids = pa.chunked_array(self._sids, type=pa.string())
         return {
-            "service_sid": service_sid,
-            "account_sid": self.credentials.account_sid,
-            "api_host": urlsplit(self.base_url).netloc,
-            "fetched_at": started.isoformat(),
-            "rows": len(frame),
-            "pages": stats.pages,
-            "requests": stats.requests,
-            "retries": stats.retries,
-            "duplicate_sids": count_duplicate_sids(frame),
-            "invalid_attributes": sum(b.invalid_attributes for b in batches),
+            "service_sid": self.service_sid,
+            "account_sid": account_sid,
+            "api_host": urlsplit(base_url).netloc,
+            "fetched_at": self.started.isoformat(),
+            "rows": self.rows,
+            "pages": self.stats.pages,
+            "requests": self.stats.requests,
+            "retries": self.stats.retries,
+            "duplicate_sids": count_duplicate_sids(sids),
+            "invalid_attributes": self.invalid_attributes,
             "conv_frames_version": _VERSION,
         }
 
@@ -312,6 +378,34 @@ def load_users(
         )
 
 
+def export_users(
+    service_sid: str,
+    parquet_path: str | os.PathLike[str],
+    *,
+    page_size: int = 50,
+    max_pages: int | None = None,
+    invalid_attributes: InvalidAttributes = "raise",
+    **client_options: Any,
+) -> dict[str, Any]:
+    """Stream every user of a service to a Parquet file, a page at a time.
+
+    The file equals what ``load_users(..., parquet_path=...)`` writes, but no
+    DataFrame is built, so memory stays at a few pages whatever the size of
+    the service. Takes the options of :class:`Client`.
+
+    Returns:
+        The provenance stored in the file: rows, pages, requests, retries...
+    """
+    with Client(**client_options) as client:
+        return client.export_users(
+            service_sid,
+            parquet_path,
+            page_size=page_size,
+            max_pages=max_pages,
+            invalid_attributes=invalid_attributes,
+        )
+
+
 def iter_user_pages(
     service_sid: str,
     *,
@@ -331,11 +425,6 @@ def iter_user_pages(
         yield from client.iter_user_pages(
             service_sid, page_size=page_size, max_pages=max_pages
         )
-
-
-def _concat(batches: list[UserBatch]) -> pa.Table:
-    tables = [batch.table for batch in batches] or [USERS_SCHEMA.empty_table()]
-    return pa.concat_tables(tables, promote_options="permissive")
 
 
 def _retry_policy(

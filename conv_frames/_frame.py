@@ -90,10 +90,13 @@ def normalize_records(
         _typed_column(name, [r.get(name) for r in records], sids)
         for name in USERS_SCHEMA.names
     ]
-    decoded, invalid = _decode_attributes(
-        arrays[COLUMNS.index(ATTRIBUTES)], sids, invalid_attributes
-    )
+    position = COLUMNS.index(ATTRIBUTES)
+    decoded, invalid = _decode_attributes(arrays[position], sids, invalid_attributes)
     table = pa.Table.from_arrays(arrays, schema=USERS_SCHEMA)
+    if invalid:
+        # Text that is not JSON must not be labelled JSON: readers such as
+        # DuckDB refuse the whole file. Such a page keeps plain text.
+        table = table.set_column(position, ATTRIBUTES, arrays[position].storage)
     for name in _unknown_fields(records):
         table = table.append_column(name, _loose_column([r.get(name) for r in records]))
     return UserBatch(table, decoded, invalid)
@@ -122,7 +125,7 @@ def users_frame(
     batch = normalize_records(list(records), invalid_attributes=invalid_attributes)
     frame = batches_to_frame([batch], dtype_backend=dtype_backend)
     frame.attrs["invalid_attributes"] = batch.invalid_attributes
-    frame.attrs["duplicate_sids"] = count_duplicate_sids(frame)
+    frame.attrs["duplicate_sids"] = count_duplicate_sids(batch.table["sid"])
     return frame
 
 
@@ -138,17 +141,29 @@ def batches_to_frame(
 
 
 def concat_batches(batches: Sequence[UserBatch]) -> pa.Table:
-    """Concatenate the batches' tables; the empty users table when there are none.
-
-    An unknown field whose type differs between batches (a number on one page,
-    text on another) becomes JSON text in all of them, as it would within a page.
-    """
+    """Concatenate the batches' tables; the empty users table when there are none."""
     tables = [batch.table for batch in batches] or [USERS_SCHEMA.empty_table()]
-    try:
-        return pa.concat_tables(tables, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        tables = _unknown_fields_as_json_text(tables)
-        return pa.concat_tables(tables, promote_options="permissive")
+    return pa.concat_tables(unify_tables(tables), promote_options="permissive")
+
+
+def unify_tables(tables: list[pa.Table]) -> list[pa.Table]:
+    """Make pages' tables concatenable where their column types differ.
+
+    ``attributes`` becomes plain text everywhere once any page holds text that
+    is not JSON (lenient mode). An unknown field whose type differs between
+    pages (a number on one, text on another) becomes JSON text in all of them,
+    as it would within a page. Missing columns are left to Arrow's promotion.
+    """
+    if any(t.schema.field(ATTRIBUTES).type != JSON_TEXT for t in tables):
+        tables = [_attributes_as_text(table) for table in tables]
+    return _unknown_fields_as_json_text(tables)
+
+
+def _attributes_as_text(table: pa.Table) -> pa.Table:
+    position = table.schema.get_field_index(ATTRIBUTES)
+    return table.set_column(
+        position, ATTRIBUTES, table.column(position).cast(pa.string())
+    )
 
 
 def table_to_frame(
@@ -164,9 +179,10 @@ def table_to_frame(
     return pd.DataFrame(columns, columns=table.column_names)
 
 
-def count_duplicate_sids(frame: pd.DataFrame) -> int:
+def count_duplicate_sids(sids: pa.Array | pa.ChunkedArray) -> int:
     """Count rows whose SID already appeared earlier, and warn when there are any."""
-    duplicates = int(frame["sid"].dropna().duplicated().sum())
+    present = len(sids) - int(sids.null_count)
+    duplicates = present - int(pc.count_distinct(sids).as_py())
     if duplicates:
         logger.warning(
             "%d rows repeat a user SID seen earlier; they are kept as the API sent "

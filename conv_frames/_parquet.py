@@ -21,10 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._errors import ExportError, SchemaError
-from ._frame import decode_attribute_text, table_to_frame
-from ._schema import ATTRIBUTES, JSON_TEXT, USERS_SCHEMA, DtypeBackend
+from ._frame import decode_attribute_text, table_to_frame, unify_tables
+from ._schema import ATTRIBUTES, USERS_SCHEMA, DtypeBackend
 
-__all__ = ["ATTRS_KEY", "atomic_path", "read_parquet", "write_table"]
+__all__ = ["ATTRS_KEY", "ParquetSink", "atomic_path", "read_parquet", "write_table"]
 
 #: Key of the file metadata entry that holds the frame's attrs as JSON.
 ATTRS_KEY = b"conv_frames.attrs"
@@ -39,12 +39,85 @@ def write_table(
         ExportError: The folder is missing or unwritable, or the disk is full;
             any earlier file at ``path`` is left as it was.
     """
-    metadata = dict(table.schema.metadata or {})
-    metadata[ATTRS_KEY] = orjson.dumps(dict(attrs), default=str)
-    table = table.replace_schema_metadata(metadata)
-    with atomic_path(path) as temporary:
-        pq.write_table(table, temporary)
+    with ParquetSink(path) as sink:
+        sink.write(table)
+        sink.publish(attrs)
     return Path(path)
+
+
+class ParquetSink:
+    """Stream page tables into one Parquet file, published whole or not at all.
+
+    The file grows under a hidden temporary name beside ``path`` and replaces
+    ``path`` only in :meth:`publish`; leaving the ``with`` block without
+    publishing (an error, a failed load) removes it and leaves ``path`` as it
+    was. Memory stays at about one page.
+
+    A page whose columns differ from what was written (an unknown field that
+    appears late, attributes that turned to plain text in lenient mode) makes
+    the sink rewrite the file so far under the widened schema: a rare path that
+    holds the written rows in memory once.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.rows = 0
+        self._publisher = atomic_path(self.path)
+        self._temporary = self._publisher.__enter__()
+        self._writer: pq.ParquetWriter | None = None
+        self._done = False
+
+    def __enter__(self) -> ParquetSink:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._done:
+            self._done = True
+            if self._writer is not None:
+                with contextlib.suppress(Exception):
+                    self._writer.close()
+            # Thrown into atomic_path, which then removes the file.
+            self._publisher.__exit__(_Aborted, _Aborted(), None)
+
+    def write(self, table: pa.Table) -> None:
+        """Append one page's table."""
+        with _export_errors(self.path):
+            writer = self._writer or self._open(table.schema)
+            if not table.schema.equals(writer.schema, check_metadata=False):
+                table, writer = self._widen(writer, table)
+            writer.write_table(table)
+        self.rows += table.num_rows
+
+    def publish(self, attrs: Mapping[str, Any]) -> Path:
+        """Finish the file with ``attrs`` in its metadata and move it into place."""
+        with _export_errors(self.path):
+            writer = self._writer or self._open(USERS_SCHEMA)
+            metadata = orjson.dumps(dict(attrs), default=str)
+            writer.add_key_value_metadata({ATTRS_KEY: metadata})
+            writer.close()
+        self._done = True
+        self._publisher.__exit__(None, None, None)  # fsync and rename, or raise
+        return self.path
+
+    def _open(self, schema: pa.Schema) -> pq.ParquetWriter:
+        self._writer = pq.ParquetWriter(self._temporary, schema.remove_metadata())
+        return self._writer
+
+    def _widen(
+        self, writer: pq.ParquetWriter, table: pa.Table
+    ) -> tuple[pa.Table, pq.ParquetWriter]:
+        writer.close()
+        written, table = unify_tables([pq.read_table(self._temporary), table])
+        schema = pa.unify_schemas(
+            [written.schema, table.schema], promote_options="permissive"
+        )
+        writer = self._open(schema)
+        writer.write_table(_conform(written, writer.schema))
+        return _conform(table, writer.schema), writer
+
+
+class _Aborted(Exception):
+    """Thrown into atomic_path so that it removes the file instead of publishing."""
 
 
 @contextlib.contextmanager
@@ -56,15 +129,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     final = Path(path)
     temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        yield temporary
-        _fsync(temporary)
-        os.replace(temporary, final)
-    except OSError as error:
-        raise ExportError(
-            f"could not write {final}: {error.strerror or error}; "
-            "check that the folder exists, is writable and has space "
-            "(any earlier file there is untouched)"
-        ) from error
+        with _export_errors(final):
+            yield temporary
+            _fsync(temporary)
+            os.replace(temporary, final)
     finally:
         # NotADirectoryError: the destination's parent is a file, so the
         # temporary file never existed; don't let it hide the ExportError.
@@ -82,42 +150,58 @@ def read_parquet(
     Raises:
         SchemaError: The file is not a conv_frames users export.
     """
-    table = pq.read_table(path)
+    file = pq.ParquetFile(path)
+    table = file.read()
     missing = [name for name in USERS_SCHEMA.names if name not in table.column_names]
     if missing:
         raise SchemaError(f"{path} is not a users export: it lacks columns {missing}")
     table = _cast_to_schema(table)
     frame = table_to_frame(
-        table.replace_schema_metadata(None),
+        table,
         decode_attribute_text(table[ATTRIBUTES]),
         dtype_backend=dtype_backend,
     )
-    raw = (table.schema.metadata or {}).get(ATTRS_KEY)
+    raw = (file.metadata.metadata or {}).get(ATTRS_KEY)
     frame.attrs.update(orjson.loads(raw) if raw else {})
     return frame
 
 
 def _cast_to_schema(table: pa.Table) -> pa.Table:
-    """Give the known columns their schema types (JSON text may read back as string)."""
+    """Give the known columns their schema types, should a writer have widened them.
+
+    ``attributes`` is left as stored (JSON, or plain text when a lenient load
+    kept text that is not JSON); its values are decoded separately.
+    """
     for index, name in enumerate(table.column_names):
-        if name in USERS_SCHEMA.names:
+        if name in USERS_SCHEMA.names and name != ATTRIBUTES:
             wanted = USERS_SCHEMA.field(name).type
-            column = table.column(index)
-            if column.type != wanted:
-                if wanted == JSON_TEXT:
-                    column = pa.chunked_array(
-                        [
-                            pa.ExtensionArray.from_storage(
-                                JSON_TEXT, c.cast(pa.string())
-                            )
-                            for c in column.chunks
-                        ],
-                        type=JSON_TEXT,
-                    )
-                else:
-                    column = column.cast(wanted)
-                table = table.set_column(index, name, column)
+            if table.column(index).type != wanted:
+                table = table.set_column(index, name, table.column(index).cast(wanted))
     return table
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Give ``table`` exactly ``schema``'s columns: cast, or null where absent."""
+    columns = [
+        table.column(field.name).cast(field.type)
+        if field.name in table.column_names
+        else pa.nulls(table.num_rows, field.type)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+@contextlib.contextmanager
+def _export_errors(final: Path) -> Iterator[None]:
+    """Translate OS errors while exporting into an ExportError naming ``final``."""
+    try:
+        yield
+    except OSError as error:
+        raise ExportError(
+            f"could not write {final}: {error.strerror or error}; "
+            "check that the folder exists, is writable and has space "
+            "(any earlier file there is untouched)"
+        ) from error
 
 
 def _fsync(path: Path) -> None:

@@ -14,7 +14,7 @@ def _no_twilio_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in list(os.environ):
         if name.startswith("TWILIO_"):
             monkeypatch.delenv(name)
-    yield
+    return
 
 
 class SleepRecorder:

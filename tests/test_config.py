@@ -68,8 +68,14 @@ def test_missing_credentials_name_the_variables_to_set() -> None:
     ("options", "message"),
     [
         ({"api_key": KEY_SID, "account_sid": ACCOUNT_SID}, "api_secret / TWILIO_API"),
-        ({"api_secret": KEY_SECRET, "account_sid": ACCOUNT_SID}, "api_key / TWILIO_API"),
-        ({"api_key": "key", "api_secret": "s", "account_sid": ACCOUNT_SID}, r"match \^SK"),
+        (
+            {"api_secret": KEY_SECRET, "account_sid": ACCOUNT_SID},
+            "api_key / TWILIO_API",
+        ),
+        (
+            {"api_key": "key", "api_secret": "s", "account_sid": ACCOUNT_SID},
+            r"match \^SK",
+        ),
         ({"auth_token": AUTH_TOKEN, "account_sid": "AC123"}, "'AC123' is not an acc"),
         ({"auth_token": "", "account_sid": ACCOUNT_SID}, "auth token is empty"),
     ],

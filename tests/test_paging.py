@@ -133,13 +133,26 @@ def test_max_pages_bounds_a_chain_that_never_ends() -> None:
         ("{BASE}/v1/Services/" + SERVICE_SID + "/Roles?Page=1&PageToken=x", "path"),
         ("{BASE}/v1/Users?Page=1&PageToken=x", "path"),
     ],
-    ids=["other-host", "other-scheme", "protocol-relative", "userinfo", "sibling", "up"],
+    ids=[
+        "other-host",
+        "other-scheme",
+        "protocol-relative",
+        "userinfo",
+        "sibling",
+        "up",
+    ],
 )
-def test_foreign_next_links_are_refused_before_any_request(link: str, reason: str) -> None:
+def test_foreign_next_links_are_refused_before_any_request(
+    link: str, reason: str
+) -> None:
     with ScriptedServer([]) as server:
         port = server.base_url.rsplit(":", 1)[1]
         server.steps.append(
-            Step(json=users_page([user_record(1)], next_page_url=link.replace("{port}", port)))
+            Step(
+                json=users_page(
+                    [user_record(1)], next_page_url=link.replace("{port}", port)
+                )
+            )
         )
         with pytest.raises(PaginationError, match=reason) as caught:
             load(server)
@@ -194,7 +207,10 @@ def meta(**overrides: Any) -> dict[str, Any]:
         ({**users_page([]), "users": None}, "NoneType under 'users'"),
         ({**users_page([]), "users": {"0": user_record(1)}}, "dict under 'users'"),
         ({"users": [user_record(1)]}, "no 'meta' object"),
-        ({**users_page([]), "users": [user_record(1), "US2"]}, "item 1 of 'users' is a str"),
+        (
+            {**users_page([]), "users": [user_record(1), "US2"]},
+            "item 1 of 'users' is a str",
+        ),
         ([], "is a JSON list, not an object"),
         (meta(next_page_url=7), "meta.next_page_url is 7"),
     ],

@@ -33,9 +33,9 @@ def test_the_first_error_comes_after_the_items_before_it() -> None:
     produced: list[int] = []
     received: list[int] = []
 
+    stream = prefetch(numbers(10, fail_at=3, log=produced))
     with pytest.raises(Boom, match="item 3"):
-        for number in prefetch(numbers(10, fail_at=3, log=produced)):
-            received.append(number)
+        received.extend(stream)
 
     assert received == [0, 1, 2]
     assert produced == [0, 1, 2]
@@ -77,9 +77,12 @@ def test_an_error_in_the_consumer_stops_the_producer_and_closes_its_source() -> 
         finally:
             closed.set()
 
-    with pytest.raises(Boom):
+    def consume() -> None:
         for number in prefetch(pages()):
             if number == 2:
                 raise Boom("consumer")
+
+    with pytest.raises(Boom, match="consumer"):
+        consume()
 
     assert closed.is_set()

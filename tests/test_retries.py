@@ -31,7 +31,9 @@ GATEWAY_PAGE = (
     "<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n"
     "<body><center><h1>504 Gateway Time-out</h1></center></body>\r\n</html>\r\n"
 )
-LOGIN_PAGE = "<!DOCTYPE html><html><body><form>Proxy login required</form></body></html>"
+LOGIN_PAGE = (
+    "<!DOCTYPE html><html><body><form>Proxy login required</form></body></html>"
+)
 ONE_USER = users_page([user_record(1)])
 
 
@@ -51,7 +53,9 @@ def load(server: ScriptedServer, sleeps: SleepRecorder, **options: Any) -> Any:
 
 def too_many(retry_after: str | None = "2") -> Step:
     headers = {} if retry_after is None else {"Retry-After": retry_after}
-    return Step(429, json=twilio_error(429, 20429, "Too Many Requests"), headers=headers)
+    return Step(
+        429, json=twilio_error(429, 20429, "Too Many Requests"), headers=headers
+    )
 
 
 def test_503_503_200_makes_three_requests_and_loads_the_rows(
@@ -202,7 +206,9 @@ def test_a_stalled_server_times_out_instead_of_hanging(sleeps: SleepRecorder) ->
 
 
 def test_a_stall_then_an_answer_recovers(sleeps: SleepRecorder) -> None:
-    with ScriptedServer([Step(json=ONE_USER, delay_s=5), Step(json=ONE_USER)]) as server:
+    with ScriptedServer(
+        [Step(json=ONE_USER, delay_s=5), Step(json=ONE_USER)]
+    ) as server:
         frame = load(server, sleeps, max_attempts=2, timeout=0.3)
 
     assert len(frame) == 1
@@ -253,7 +259,11 @@ def test_503_exhausted_keeps_status_as_attribute(sleeps: SleepRecorder) -> None:
 @pytest.mark.parametrize(
     ("body", "content_type", "message"),
     [
-        (LOGIN_PAGE, "text/html; charset=utf-8", "HTTP 200 answer is not JSON .*text/html"),
+        (
+            LOGIN_PAGE,
+            "text/html; charset=utf-8",
+            "HTTP 200 answer is not JSON .*text/html",
+        ),
         ("", "application/json", "HTTP 200 answer has an empty body"),
     ],
     ids=["html-login-page", "empty-body"],

@@ -1,0 +1,176 @@
+"""Streaming export: same data as the in-memory path, page by page, all or nothing."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from pandas.testing import assert_frame_equal
+from scripted import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    SERVICE_SID,
+    USERS_PATH,
+    ScriptedServer,
+    Step,
+    twilio_error,
+    user_record,
+    users_page,
+)
+
+import conv_frames
+from conv_frames import APIError
+
+OPTIONS: dict[str, Any] = {
+    "account_sid": ACCOUNT_SID,
+    "auth_token": AUTH_TOKEN,
+    "page_size": 2,
+    "max_attempts": 2,
+    "sleep": lambda _: None,
+}
+
+
+def chain(pages: list[list[dict[str, Any]]]) -> list[Step]:
+    """A page per list of records, each linking to the next."""
+    steps = []
+    for number, records in enumerate(pages):
+        link = None
+        if number + 1 < len(pages):
+            query = f"PageSize=2&Page={number + 1}&PageToken=PT{number + 1}"
+            link = f"{{BASE}}{USERS_PATH}?{query}"
+        body = users_page(records, page=number, next_page_url=link)
+        steps.append(Step(json=body))
+    return steps
+
+
+PAGES = [
+    [user_record(1), user_record(2, friendly_name="Zoë 李")],
+    [user_record(3, attributes='{"team": {"name": "blue"}}'), user_record(4)],
+    [user_record(5, date_created="2021-06-01T08:00:00.250-07:00")],
+]
+
+
+def test_streaming_export_equals_the_in_memory_load(tmp_path: Path) -> None:
+    streamed, loaded = tmp_path / "streamed.parquet", tmp_path / "loaded.parquet"
+    with ScriptedServer(chain(PAGES)) as server:
+        attrs = conv_frames.export_users(
+            SERVICE_SID, streamed, base_url=server.base_url, **OPTIONS
+        )
+    with ScriptedServer(chain(PAGES)) as server:
+        frame = conv_frames.load_users(
+            SERVICE_SID, base_url=server.base_url, parquet_path=loaded, **OPTIONS
+        )
+
+    assert attrs["rows"] == 5
+    assert attrs["pages"] == 3
+    assert pq.read_table(streamed).equals(pq.read_table(loaded))
+    assert_frame_equal(conv_frames.read_parquet(streamed), frame)
+    assert_frame_equal(conv_frames.read_parquet(loaded), frame)
+    assert pq.ParquetFile(streamed).metadata.num_row_groups == 3
+
+
+def test_a_field_that_appears_on_a_later_page_is_kept_in_the_stream(
+    tmp_path: Path,
+) -> None:
+    pages = [
+        [user_record(1), user_record(2)],
+        [user_record(3, tier=7)],
+        [user_record(4, tier="gold")],
+    ]
+    path = tmp_path / "users.parquet"
+    with ScriptedServer(chain(pages)) as server:
+        conv_frames.export_users(SERVICE_SID, path, base_url=server.base_url, **OPTIONS)
+    with ScriptedServer(chain(pages)) as server:
+        frame = conv_frames.load_users(SERVICE_SID, base_url=server.base_url, **OPTIONS)
+
+    back = conv_frames.read_parquet(path)
+    assert back["tier"].tolist() == [None, None, "7", '"gold"']
+    assert_frame_equal(back, frame)
+
+
+def test_lenient_attributes_on_a_later_page_turn_the_column_to_text(
+    tmp_path: Path,
+) -> None:
+    pages = [[user_record(1)], [user_record(2, attributes="{duty: tech")]]
+    path = tmp_path / "users.parquet"
+    with ScriptedServer(chain(pages)) as server:
+        attrs = conv_frames.export_users(
+            SERVICE_SID,
+            path,
+            base_url=server.base_url,
+            invalid_attributes="null",
+            **OPTIONS,
+        )
+
+    assert attrs["invalid_attributes"] == 1
+    assert pq.read_table(path).column("attributes").to_pylist() == [
+        '{ "duty": "agent" }',
+        "{duty: tech",
+    ]
+    assert conv_frames.read_parquet(path)["attributes"].tolist() == [
+        {"duty": "agent"},
+        None,
+    ]
+
+
+@pytest.mark.parametrize("function", ["export_users", "load_users"])
+def test_a_failure_on_page_3_keeps_the_earlier_file_byte_identical(
+    tmp_path: Path, function: str
+) -> None:
+    path = tmp_path / "users.parquet"
+    with ScriptedServer(chain(PAGES)) as server:
+        conv_frames.export_users(SERVICE_SID, path, base_url=server.base_url, **OPTIONS)
+    before = path.read_bytes()
+
+    failing = Step(500, json=twilio_error(500, 20500, "internal"))
+    steps = [*chain(PAGES)[:2], failing, failing]
+    with ScriptedServer(steps) as server:
+        options = {**OPTIONS, "base_url": server.base_url}
+        if function == "export_users":
+            run = partial(conv_frames.export_users, SERVICE_SID, path, **options)
+        else:
+            run = partial(
+                conv_frames.load_users, SERVICE_SID, parquet_path=path, **options
+            )
+        with pytest.raises(APIError, match="20500"):
+            run()
+
+    assert len(server.requests) == 4
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["users.parquet"]
+
+
+def test_the_overlapped_fetch_stops_at_the_first_error_without_more_requests(
+    tmp_path: Path,
+) -> None:
+    """A bad record on page 2 stops the load; page 3 may be fetched, never page 4."""
+    pages = [*PAGES[:1], [user_record(9, is_online="yes")], *PAGES[1:]]
+    with ScriptedServer(chain(pages)) as server:
+        with pytest.raises(conv_frames.SchemaError, match=r"'is_online' of user US0+9"):
+            conv_frames.export_users(
+                SERVICE_SID, tmp_path / "u.parquet", base_url=server.base_url, **OPTIONS
+            )
+
+    assert len(server.requests) in (2, 3)
+    targets = [r.target for r in server.requests]
+    assert len(set(targets)) == len(targets)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_service_exports_an_empty_file_with_the_full_schema(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "users.parquet"
+    with ScriptedServer([Step(json=users_page([]))]) as server:
+        attrs = conv_frames.export_users(
+            SERVICE_SID, path, base_url=server.base_url, **OPTIONS
+        )
+
+    assert attrs["rows"] == 0
+    assert pq.read_schema(path).names == list(conv_frames.USERS_SCHEMA.names)
+    back = conv_frames.read_parquet(path)
+    assert back.empty
+    assert back.attrs == attrs
