@@ -156,17 +156,23 @@ class ScriptedServer:
 SERVICE_SID = "IS5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e"
 ACCOUNT_SID = "ACa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1"
 AUTH_TOKEN = "tok_FAKE_do_not_use_0000"
+ROLE_SID = "RLc3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
 USERS_PATH = f"/v1/Services/{SERVICE_SID}/Users"
 
 
-def user_record(number: int, **overrides: Any) -> dict[str, Any]:
+def user_sid(number: int) -> str:
+    """The SID of the numbered test user."""
+    return f"US{number:032x}"
+
+
+def user_record(number: int = 1, **overrides: Any) -> dict[str, Any]:
     """A valid list-endpoint user record, numbered, with fields overridden."""
-    sid = f"US{number:032d}"
+    sid = user_sid(number)
     record: dict[str, Any] = {
         "sid": sid,
         "account_sid": ACCOUNT_SID,
         "chat_service_sid": SERVICE_SID,
-        "role_sid": "RLc3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3",
+        "role_sid": ROLE_SID,
         "identity": f"agent-{number:03d}",
         "friendly_name": f"Agent {number:03d}",
         "attributes": '{ "duty": "agent" }',

@@ -14,14 +14,14 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from pandas.testing import assert_frame_equal, assert_series_equal
+from scripted import ACCOUNT_SID, ROLE_SID, SERVICE_SID, USERS_PATH
+from scripted import user_record as make_user
+from scripted import user_sid as sid
 
 from conv_frames import USERS_SCHEMA, ConfigurationError, SchemaError, users_frame
 from conv_frames._frame import batches_to_frame, concat_batches, normalize_records
 
-ACCOUNT_SID = "AC" + "a1" * 16
-SERVICE_SID = "IS" + "5e" * 16
-ROLE_SID = "RL" + "c3" * 16
-BASE_URL = f"https://conversations.twilio.com/v1/Services/{SERVICE_SID}/Users"
+BASE_URL = f"https://conversations.twilio.com{USERS_PATH}"
 
 COLUMNS = [
     "sid",
@@ -73,31 +73,6 @@ DTYPES: dict[str, dict[str, Any]] = {
     },
 }
 BACKENDS = list(DTYPES)
-
-
-def sid(n: int) -> str:
-    return f"US{n:032x}"
-
-
-def make_user(n: int = 1, **overrides: Any) -> dict[str, Any]:
-    """A valid user record as the list endpoint sends it; ``overrides`` win."""
-    record: dict[str, Any] = {
-        "sid": sid(n),
-        "account_sid": ACCOUNT_SID,
-        "chat_service_sid": SERVICE_SID,
-        "role_sid": ROLE_SID,
-        "identity": f"agent-{n:03d}",
-        "friendly_name": f"Agent {n:03d}",
-        "attributes": '{ "duty": "agent" }',
-        "is_online": None,
-        "is_notifiable": None,
-        "date_created": "2020-03-24T20:38:21Z",
-        "date_updated": "2020-03-24T20:38:21Z",
-        "url": f"{BASE_URL}/{sid(n)}",
-        "links": {"user_conversations": f"{BASE_URL}/{sid(n)}/Conversations"},
-    }
-    record.update(overrides)
-    return record
 
 
 def utc(text: str) -> pd.Timestamp:

@@ -21,6 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pandas.testing import assert_frame_equal
+from scripted import SERVICE_SID, USERS_PATH
+from scripted import user_record as make_user
+from scripted import user_sid as sid
 
 from conv_frames import (
     ExportError,
@@ -36,9 +39,7 @@ from conv_frames._frame import (
 )
 from conv_frames._parquet import atomic_path, write_table
 
-ACCOUNT_SID = "AC" + "a1" * 16
-SERVICE_SID = "IS" + "5e" * 16
-BASE_URL = f"https://conversations.twilio.com/v1/Services/{SERVICE_SID}/Users"
+BASE_URL = f"https://conversations.twilio.com{USERS_PATH}"
 BACKENDS = ["numpy_nullable", "pyarrow"]
 TEXT_COLUMNS = [
     "sid",
@@ -49,31 +50,6 @@ TEXT_COLUMNS = [
     "friendly_name",
     "url",
 ]
-
-
-def sid(n: int) -> str:
-    return f"US{n:032x}"
-
-
-def make_user(n: int = 1, **overrides: Any) -> dict[str, Any]:
-    """A valid user record as the list endpoint sends it; ``overrides`` win."""
-    record: dict[str, Any] = {
-        "sid": sid(n),
-        "account_sid": ACCOUNT_SID,
-        "chat_service_sid": SERVICE_SID,
-        "role_sid": "RL" + "c3" * 16,
-        "identity": f"agent-{n:03d}",
-        "friendly_name": f"Agent {n:03d}",
-        "attributes": '{ "duty": "agent" }',
-        "is_online": None,
-        "is_notifiable": None,
-        "date_created": "2020-03-24T20:38:21Z",
-        "date_updated": "2020-03-24T20:38:21Z",
-        "url": f"{BASE_URL}/{sid(n)}",
-        "links": {"user_conversations": f"{BASE_URL}/{sid(n)}/Conversations"},
-    }
-    record.update(overrides)
-    return record
 
 
 #: Attributes texts whose exact bytes the export must keep: spacing, key
