@@ -76,29 +76,34 @@ def resolve_credentials(
         ConfigurationError: Nothing usable was given, or only half of a pair.
     """
     env = os.environ if environ is None else environ
+    sid = _pick(account_sid, "account_sid", env, "TWILIO_ACCOUNT_SID")
+    token = _pick(auth_token, "auth_token", env, "TWILIO_AUTH_TOKEN")
+    key = _pick(api_key, "api_key", env, "TWILIO_API_KEY")
+    secret = _pick(api_secret, "api_secret", env, "TWILIO_API_SECRET")
+    # The kind of credential named by an argument wins; then the environment's
+    # API key, then its auth token. Each value is its argument, else its variable.
     if api_key is not None or api_secret is not None:
-        return _key_credentials(
-            account_sid or env.get("TWILIO_ACCOUNT_SID"),
-            api_key,
-            api_secret,
-            source="arguments",
-        )
+        return _key_credentials(sid, key, secret)
     if auth_token is not None:
-        return _token_credentials(
-            account_sid or env.get("TWILIO_ACCOUNT_SID"), auth_token
-        )
-    if env.get("TWILIO_API_KEY") or env.get("TWILIO_API_SECRET"):
-        return _key_credentials(
-            account_sid or env.get("TWILIO_ACCOUNT_SID"),
-            env.get("TWILIO_API_KEY"),
-            env.get("TWILIO_API_SECRET"),
-            source="TWILIO_API_KEY and TWILIO_API_SECRET",
-        )
-    if env.get("TWILIO_AUTH_TOKEN"):
-        return _token_credentials(
-            account_sid or env.get("TWILIO_ACCOUNT_SID"), env["TWILIO_AUTH_TOKEN"]
-        )
+        return _token_credentials(sid, auth_token)
+    if key or secret:
+        return _key_credentials(sid, key, secret)
+    if token:
+        return _token_credentials(sid, token)
     raise ConfigurationError(f"no Twilio credentials found: {_HOW_TO}")
+
+
+def _pick(
+    argument: object, name: str, env: Mapping[str, str], variable: str
+) -> str | None:
+    """An argument if given (it must be text), else the environment variable."""
+    if argument is None:
+        return env.get(variable) or None
+    if not isinstance(argument, str):
+        raise ConfigurationError(
+            f"{name} must be a string, not {type(argument).__name__}"
+        )
+    return argument
 
 
 def resolve_base_url(
@@ -163,11 +168,12 @@ def _token_credentials(account_sid: str | None, auth_token: str) -> Credentials:
     sid = _check_account_sid(account_sid)
     if not auth_token:
         raise ConfigurationError(f"the auth token is empty: {_HOW_TO}")
+    _check_sendable(auth_token, "the auth token")
     return Credentials(account_sid=sid, username=sid, password=auth_token)
 
 
 def _key_credentials(
-    account_sid: str | None, api_key: str | None, api_secret: str | None, *, source: str
+    account_sid: str | None, api_key: str | None, api_secret: str | None
 ) -> Credentials:
     if not api_key or not api_secret:
         missing = (
@@ -176,16 +182,27 @@ def _key_credentials(
             else "api_secret / TWILIO_API_SECRET"
         )
         raise ConfigurationError(
-            f"an API key needs both its SID and its secret; {missing} is missing "
-            f"(from {source})"
+            f"an API key needs both its SID and its secret; {missing} is missing"
         )
     if not _API_KEY.fullmatch(api_key):
         raise ConfigurationError(
-            f"api_key {api_key!r} is not an API key SID; it must match "
+            f"api_key {_shown(api_key, 'SK')} is not an API key SID; it must match "
             "^SK[0-9a-fA-F]{32}$"
         )
     sid = _check_account_sid(account_sid)
+    _check_sendable(api_secret, "the API key secret")
     return Credentials(account_sid=sid, username=api_key, password=api_secret)
+
+
+def _check_sendable(secret: str, what: str) -> None:
+    """Refuse a secret HTTP basic auth cannot carry, without ever quoting it."""
+    # Raised outside the except block, so the encoding error (whose repr
+    # holds the secret) is not kept as the context.
+    if not all(ord(character) < 256 for character in secret):
+        raise ConfigurationError(
+            f"{what} has characters that HTTP basic auth cannot send (outside "
+            "Latin-1); check that it was copied whole and nothing was added"
+        )
 
 
 def _check_account_sid(account_sid: str | None) -> str:
@@ -195,32 +212,61 @@ def _check_account_sid(account_sid: str | None) -> str:
         )
     if not _ACCOUNT_SID.fullmatch(account_sid):
         raise ConfigurationError(
-            f"account_sid {account_sid!r} is not an account SID; it must match "
-            "^AC[0-9a-fA-F]{32}$"
+            f"account_sid {_shown(account_sid, 'AC')} is not an account SID; "
+            "it must match ^AC[0-9a-fA-F]{32}$"
         )
     return account_sid
 
 
-def _check_base_url(base_url: str) -> str:
-    parts = urlsplit(base_url)
-    problem = None
+def _check_base_url(base_url: object) -> str:
+    if not isinstance(base_url, str):
+        raise ConfigurationError(
+            f"base_url must be a string, not {type(base_url).__name__}"
+        )
+    problem = _base_url_problem(base_url)
+    if problem:
+        # Shown without any user info, which may hold a secret.
+        shown = base_url.rpartition("@")[2] if "@" in base_url else base_url
+        raise ConfigurationError(f"base_url {shown!r} is refused: {problem}")
+    return base_url.rstrip("/")
+
+
+def _base_url_problem(base_url: str) -> str | None:
+    if any(character.isspace() for character in base_url):
+        return "it contains white space"
+    try:
+        parts = urlsplit(base_url)
+        parts.port  # noqa: B018  # raises ValueError for a port that is not one
+    except ValueError as error:
+        return f"it is not a valid URL ({error})"
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        problem = (
+        return (
             "it must be an absolute http(s) URL, like https://conversations.twilio.com"
         )
-    elif parts.username is not None or parts.password is not None:
-        problem = "it must not carry credentials; pass those as arguments or TWILIO_*"
-    elif parts.query or parts.fragment:
-        problem = "it must not have a query or a fragment"
-    elif parts.scheme == "http" and not _is_loopback(parts.hostname):
-        problem = (
+    if parts.username is not None or parts.password is not None:
+        return "it must not carry credentials; pass those as arguments or TWILIO_*"
+    if parts.query or parts.fragment:
+        return "it must not have a query or a fragment"
+    if parts.path.rstrip("/").endswith("/v1"):
+        return "it is the API root, without /v1 (the loader adds /v1/Services/...)"
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        return (
             "plain http is only allowed on this machine (127.0.0.1, localhost); "
             "credentials would cross the network in clear text, so use https"
         )
-    if problem:
-        shown = parts._replace(netloc=parts.hostname or "").geturl()
-        raise ConfigurationError(f"base_url {shown!r} is refused: {problem}")
-    return base_url.rstrip("/")
+    return None
+
+
+def _shown(value: str, prefix: str) -> str:
+    """Quote a malformed SID, unless it may be a secret given in its place.
+
+    A value that does not even start with the SID's prefix may be the token or
+    secret in the wrong argument or variable (swapped TWILIO_* settings, #3), so
+    only its length is told.
+    """
+    if value.startswith(prefix):
+        return repr(value)
+    return f"(a {len(value)}-character value not starting with {prefix!r}, not shown)"
 
 
 def _is_loopback(host: str) -> bool:

@@ -166,3 +166,57 @@ def test_bad_arguments_are_refused_before_any_request(
             )
 
     assert server.requests == []
+
+
+def test_each_credential_falls_back_to_its_own_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An API key passed as an argument takes its secret from the environment."""
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", ACCOUNT_SID)
+    monkeypatch.setenv("TWILIO_API_SECRET", KEY_SECRET)
+
+    chosen = resolve_credentials(api_key=KEY_SID)
+
+    assert chosen == Credentials(ACCOUNT_SID, KEY_SID, KEY_SECRET)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"account_sid": 12345, "auth_token": AUTH_TOKEN}, "account_sid must be a str"),
+        ({"account_sid": ACCOUNT_SID, "auth_token": 12345}, "auth_token must be a str"),
+        ({"account_sid": ACCOUNT_SID, "api_key": KEY_SID, "api_secret": b"x"}, "bytes"),
+    ],
+)
+def test_credentials_must_be_text(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        resolve_credentials(**options)
+
+
+def test_a_token_basic_auth_cannot_send_is_refused_without_quoting_it() -> None:
+    token = "SuperSecret€Token"
+    with pytest.raises(ConfigurationError, match="outside Latin-1") as caught:
+        resolve_credentials(account_sid=ACCOUNT_SID, auth_token=token)
+
+    assert token not in str(caught.value) + repr(caught.value)
+    assert caught.value.__context__ is None
+    assert caught.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    ("base_url", "message"),
+    [
+        ("http://127.0.0.1:99999", "not a valid URL"),
+        ("http://127.0.0.1:abc", "not a valid URL"),
+        ("http://127.0.0.1:8080 ", "white space"),
+        ("https://conversations.twilio.com/v1", "without /v1"),
+        ("http://user:pw@127.0.0.1:8080", "must not carry credentials"),
+    ],
+)
+def test_malformed_base_urls_are_configuration_errors(
+    base_url: str, message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message) as caught:
+        resolve_base_url(base_url)
+
+    assert "pw" not in str(caught.value)
