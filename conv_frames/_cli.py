@@ -1,4 +1,4 @@
-"""The ``conv-frames`` command line: ``demo``, ``export`` and ``emulator``.
+"""The ``conv-frames`` command line: ``demo``, ``export``, ``diff`` and ``emulator``.
 
 Credentials come only from the ``TWILIO_*`` environment: secrets passed as
 arguments would show in ``ps`` and shell history.
@@ -8,7 +8,9 @@ Exit codes (for cron):
     3 the API refused the request (4xx); 4 transient faults outlasted the
     retries (429, 5xx, network, unreadable answers); 5 the API broke its
     contract (schema); 6 a next-page link was refused; 7 the export could not
-    be written; 130 interrupted.
+    be written; 8 another export holds the dataset's lock (nothing was
+    written); 130 interrupted. When ``export --dataset`` fails for some
+    services and not others, the code is the first failed service's.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ import argparse
 import logging
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from ._client import export_users, load_users
+from ._dataset import DatasetLockedError
+from ._diff import UsersDiff, diff_snapshots, diff_users
 from ._errors import (
     APIError,
     ConfigurationError,
@@ -32,6 +37,8 @@ from ._errors import (
     SchemaError,
     TransportError,
 )
+from ._parquet import read_parquet
+from ._snapshots import ServiceSnapshot, export_snapshots
 
 __all__ = ["exit_code", "main"]
 
@@ -43,6 +50,7 @@ EXIT_TRANSIENT = 4
 EXIT_SCHEMA = 5
 EXIT_PAGINATION = 6
 EXIT_EXPORT = 7
+EXIT_LOCKED = 8
 EXIT_INTERRUPTED = 130
 
 
@@ -81,6 +89,8 @@ def exit_code(error: ConvFramesError) -> int:
         return EXIT_SCHEMA
     if isinstance(error, PaginationError):
         return EXIT_PAGINATION
+    if isinstance(error, DatasetLockedError):
+        return EXIT_LOCKED
     if isinstance(error, ExportError):
         return EXIT_EXPORT
     return EXIT_ERROR
@@ -98,6 +108,7 @@ def _demo(args: argparse.Namespace) -> int:
             auth_token=emulator.auth_token,
             base_url=emulator.base_url,
             parquet_path=_output(args.output),
+            progress=args.progress,
         )
         seconds = time.perf_counter() - started
     print(_summary(frame, args.output, seconds))
@@ -105,9 +116,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    if args.dataset is not None:
+        return _export_dataset(args)
+    service_sid = _one_service(args)
     started = time.perf_counter()
     attrs = export_users(
-        args.service_sid,
+        service_sid,
         _output(args.output),
         base_url=args.base_url,
         page_size=args.page_size,
@@ -115,27 +129,149 @@ def _export(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         max_retry_wait=args.max_retry_wait,
         invalid_attributes=args.invalid_attributes,
+        progress=args.progress,
     )
     print(
-        f"exported {attrs['rows']} users of {args.service_sid} to {args.output}: "
+        f"exported {attrs['rows']} users of {service_sid} to {args.output}: "
         f"{attrs['pages']} pages, {attrs['retries']} retries, "
         f"{time.perf_counter() - started:.2f} s"
     )
     return EXIT_OK
 
 
+def _one_service(args: argparse.Namespace) -> str:
+    """The service of a single-file export; the dataset options are refused."""
+    services = [*filter(None, [args.service_sid]), *args.service]
+    dataset_only = [
+        flag
+        for flag, value in (
+            ("--all-services", args.all_services),
+            ("--default-service", args.default_service),
+            ("--keep", args.keep is not None),
+            ("--wait", args.wait is not None),
+            ("--max-workers", args.max_workers is not None),
+        )
+        if value
+    ]
+    if len(services) != 1 or dataset_only:
+        given = ", ".join(dataset_only) or f"{len(services)} services"
+        raise ConfigurationError(
+            f"--output writes one service to one file, and got {given}; name one "
+            "service, or write snapshots of several with --dataset ROOT"
+        )
+    return str(services[0])
+
+
+def _export_dataset(args: argparse.Namespace) -> int:
+    """Publish a snapshot per service; one line each, the first failure's code."""
+    run = export_snapshots(
+        args.dataset,
+        [*filter(None, [args.service_sid]), *args.service],
+        all_services=args.all_services,
+        default_service=args.default_service,
+        keep=args.keep,
+        max_workers=4 if args.max_workers is None else args.max_workers,
+        lock_timeout=args.wait or 0.0,
+        page_size=args.page_size,
+        invalid_attributes=args.invalid_attributes,
+        base_url=args.base_url,
+        timeout=args.timeout,
+        max_attempts=args.max_attempts,
+        max_retry_wait=args.max_retry_wait,
+    )
+    code = EXIT_OK
+    for service in run.services:
+        if service.error is None:
+            print(_published_line(service))
+            continue
+        name = service.service_sid or service.source
+        error = service.error
+        print(f"conv-frames: {name}: {type(error).__name__}: {error}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exception(error, file=sys.stderr)
+        code = code or exit_code(error)
+    return code
+
+
+def _published_line(service: ServiceSnapshot) -> str:
+    manifest = service.manifest or {}
+    line = (
+        f"exported {manifest['rows']} users of {service.service_sid} to "
+        f"{service.path}: {manifest['pages']} pages, {manifest['retries']} retries, "
+        f"{service.seconds:.2f} s"
+    )
+    if manifest.get("column_changes"):
+        line += f"; columns changed: {'; '.join(manifest['column_changes'])}"
+    return line
+
+
+def _diff(args: argparse.Namespace) -> int:
+    columns = args.columns.split(",") if args.columns else None
+    if args.dataset is not None:
+        if args.files:
+            raise ConfigurationError("diff takes two files or --dataset, not both")
+        diff = diff_snapshots(
+            args.dataset, args.service, args.old, args.new, columns=columns
+        )
+    elif len(args.files) == 2:
+        old, new = (read_parquet(_existing(path)) for path in args.files)
+        diff = diff_users(old, new, columns=columns)
+    else:
+        raise ConfigurationError(
+            "diff compares two Parquet files (OLD NEW), or two snapshots of "
+            "--dataset ROOT (--old previous --new latest by default)"
+        )
+    print(diff.summary)
+    if args.list:
+        _print_changes(diff)
+    if args.output:
+        _write_changes(diff, Path(args.output))
+    return EXIT_OK
+
+
+def _existing(path: str) -> Path:
+    if not Path(path).is_file():
+        raise ConfigurationError(f"{path!r} is not a file")
+    return Path(path)
+
+
+def _print_changes(diff: UsersDiff) -> None:
+    changes = diff.changes
+    for change, sid, identity, fields in zip(
+        changes["change"],
+        changes["sid"],
+        changes["identity"],
+        changes["changed_fields"],
+        strict=True,
+    ):
+        print(f"{change:<8} {sid} {identity} {','.join(fields)}".rstrip())
+
+
+def _write_changes(diff: UsersDiff, path: Path) -> None:
+    if path.suffix.lower() == ".csv":
+        changes = diff.changes.assign(
+            changed_fields=diff.changes["changed_fields"].map(";".join)
+        )
+        changes.to_csv(path, index=False)
+    else:
+        diff.changes.to_parquet(path, index=False)
+
+
 def _emulator(args: argparse.Namespace) -> int:
     from .emulator import Emulator, FaultPlan
 
-    faults = FaultPlan.parse(args.faults) if args.faults else None
-    emulator = Emulator(
-        users=args.users,
-        seed=args.seed,
-        port=args.port,
-        page_size_cap=args.page_size_cap,
-        latency=args.latency,
-        faults=faults,
-    )
+    try:
+        faults = FaultPlan.parse(args.faults) if args.faults else None
+        emulator = Emulator(
+            users=args.users,
+            seed=args.seed,
+            port=args.port,
+            page_size_cap=args.page_size_cap,
+            latency=args.latency,
+            faults=faults,
+        )
+    except ValueError as error:  # a usage error: one line and exit 2, no traceback
+        raise ConfigurationError(str(error)) from error
     with emulator:
         print(f"Twilio Conversations emulator on {emulator.base_url}")
         print(f"  service:  {emulator.service_sid} ({len(emulator.users())} users)")
@@ -182,11 +318,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="conv-frames",
         description="Twilio Conversations users as typed DataFrames and Parquet.",
         epilog="Exit codes: 0 ok, 2 configuration, 3 API refused (4xx), "
-        "4 transient faults outlasted retries, 5 schema, 6 pagination, 7 export.",
+        "4 transient faults outlasted retries, 5 schema, 6 pagination, 7 export, "
+        "8 dataset locked by another export.",
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     _add_demo(commands)
     _add_export(commands)
+    _add_diff(commands)
     _add_emulator(commands)
     return parser
 
@@ -198,6 +336,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _progress_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar on stderr (default: only when it is a terminal)",
+    )
+
+
 def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = commands.add_parser(
         "demo", help="load the bundled emulator's users and write Parquet"
@@ -205,6 +352,7 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     demo.add_argument("--users", type=int, default=1234, help="users to serve")
     demo.add_argument("--seed", type=int, default=0, help="seed of the dataset")
     demo.add_argument("--output", default="data/demo_users.parquet")
+    _progress_flag(demo)
     _common(demo)
     demo.set_defaults(run=_demo)
 
@@ -212,10 +360,46 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     export = commands.add_parser(
         "export",
-        help="export one service's users to Parquet (credentials from TWILIO_*)",
+        help="export users to a Parquet file, or as snapshots to a dataset "
+        "(credentials from TWILIO_*)",
     )
-    export.add_argument("service_sid", help="the Conversations service, IS...")
-    export.add_argument("--output", required=True, help="the Parquet file to write")
+    export.add_argument(
+        "service_sid", nargs="?", help="the Conversations service, IS..."
+    )
+    where = export.add_mutually_exclusive_group(required=True)
+    where.add_argument("--output", help="the Parquet file to write (one service)")
+    where.add_argument(
+        "--dataset",
+        metavar="ROOT",
+        help="publish a snapshot per service under ROOT (a folder or s3://...)",
+    )
+    export.add_argument(
+        "--service",
+        action="append",
+        default=[],
+        metavar="SID",
+        help="a service to export; repeat for several",
+    )
+    export.add_argument(
+        "--all-services", action="store_true", help="every service /v1/Services lists"
+    )
+    export.add_argument(
+        "--default-service",
+        action="store_true",
+        help="the account's default service (/v1/Users)",
+    )
+    export.add_argument(
+        "--keep", type=int, metavar="N", help="keep the newest N snapshots per service"
+    )
+    export.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="wait this long for another export of the dataset (default: exit 8)",
+    )
+    export.add_argument(
+        "--max-workers", type=int, metavar="N", help="services at once (default 4)"
+    )
     export.add_argument("--base-url", help="API root (default: Twilio, or the region)")
     export.add_argument("--page-size", type=int, default=50)
     export.add_argument("--timeout", type=float, default=30.0, help="seconds")
@@ -224,8 +408,28 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     export.add_argument(
         "--invalid-attributes", choices=("raise", "null"), default="raise"
     )
+    _progress_flag(export)
     _common(export)
     export.set_defaults(run=_export)
+
+
+def _add_diff(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    diff = commands.add_parser(
+        "diff",
+        help="users added, removed and changed between two snapshots or files",
+    )
+    diff.add_argument("files", nargs="*", metavar="OLD NEW", help="two Parquet files")
+    diff.add_argument("--dataset", metavar="ROOT", help="compare snapshots of ROOT")
+    diff.add_argument("--service", metavar="SID", help="the service (if ROOT has more)")
+    diff.add_argument("--old", default="previous", help="snapshot key or 'previous'")
+    diff.add_argument("--new", default="latest", help="snapshot key or 'latest'")
+    diff.add_argument("--columns", help="comma-separated fields to compare")
+    diff.add_argument(
+        "--list", action="store_true", help="also print one line per changed user"
+    )
+    diff.add_argument("--output", help="write the changes to a .parquet or .csv file")
+    _common(diff)
+    diff.set_defaults(run=_diff)
 
 
 def _add_emulator(

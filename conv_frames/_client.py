@@ -24,17 +24,27 @@ from ._config import (
 )
 from ._errors import ConfigurationError
 from ._frame import (
+    BatchCollector,
     InvalidAttributes,
     UserBatch,
     batches_to_frame,
     check_dtype_backend,
     check_invalid_attributes,
+    concat_batches,
     count_duplicate_sids,
     normalize_records,
 )
 from ._pages import Page, iter_pages
-from ._parquet import ParquetSink
+from ._parquet import ParquetSink, write_table
 from ._prefetch import prefetch
+from ._presence import (
+    DEFAULT_MAX_CONCURRENCY,
+    PresenceErrors,
+    PresenceFetcher,
+    check_presence_errors,
+    with_presence,
+)
+from ._progress import Progress, ProgressReporter
 from ._schema import DtypeBackend
 from ._transport import LoadStats, RetryPolicy, Sleep, Timeout, Transport
 
@@ -45,6 +55,8 @@ logger = logging.getLogger("conv_frames")
 #: Seconds to wait for a connection, and for each read of the answer.
 DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 30.0)
 _VERSION = "0.1.0"
+#: Pages of SIDs a tally merges into one array (#4).
+_SID_CHUNKS_PER_BLOCK = 128
 
 
 class Client:
@@ -109,6 +121,8 @@ class Client:
             sleep=sleep,
             session=session,
         )
+        self._sleep = sleep  # the presence pool builds its own gated transport
+        self._session = session
 
     def __repr__(self) -> str:
         return (
@@ -133,7 +147,7 @@ class Client:
 
     def iter_user_pages(
         self,
-        service_sid: str,
+        service_sid: str | None,
         *,
         page_size: int = 50,
         max_pages: int | None = None,
@@ -142,7 +156,8 @@ class Client:
         """Yield each page of a service's users as raw records, in API order.
 
         Args:
-            service_sid: The Conversations service (``IS...``).
+            service_sid: The Conversations service (``IS...``), or None for
+                the account's default service (``GET /v1/Users``).
             page_size: Users asked per page (1..1000); the server may use fewer
                 and the walk follows what it says.
             max_pages: Raise :class:`PaginationError` past this many pages.
@@ -156,61 +171,114 @@ class Client:
 
     def load_users(
         self,
-        service_sid: str,
+        service_sid: str | None,
         *,
         page_size: int = 50,
         max_pages: int | None = None,
         dtype_backend: DtypeBackend = "numpy_nullable",
         parquet_path: str | os.PathLike[str] | None = None,
         invalid_attributes: InvalidAttributes = "raise",
+        presence: bool = False,
+        presence_errors: PresenceErrors = "raise",
+        progress: Progress = None,
     ) -> pd.DataFrame:
         """Load every user of a service into a typed DataFrame.
 
         See :func:`conv_frames.load_users` for the arguments.
         """
         check_dtype_backend(dtype_backend)
-        batches: list[UserBatch] = []
+        check_presence_errors(presence_errors)
+        collected = BatchCollector()
         attrs = self._run(
             service_sid,
             page_size,
             max_pages,
             invalid_attributes,
-            parquet_path,
-            keep=batches.append,
+            None if presence else parquet_path,  # written once presence is in
+            keep=collected.append,
+            progress=progress,
         )
+        batches = collected.batches()
         frame = batches_to_frame(batches, dtype_backend=dtype_backend)
         frame.attrs.update(attrs)
+        if presence:
+            frame = self.fill_presence(frame, errors=presence_errors, progress=progress)
+            if parquet_path is not None:
+                table = with_presence(concat_batches(batches), frame)
+                provenance = {str(key): value for key, value in frame.attrs.items()}
+                write_table(table, parquet_path, provenance)
         return frame
+
+    def fill_presence(
+        self,
+        frame: pd.DataFrame,
+        *,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        initial_concurrency: int | None = None,
+        errors: PresenceErrors = "raise",
+        progress: Progress = None,
+    ) -> pd.DataFrame:
+        """Fetch each user of ``frame`` for ``is_online`` and ``is_notifiable``.
+
+        See :func:`conv_frames.fill_presence` for the arguments.
+        """
+        fetcher = PresenceFetcher(
+            self.credentials,
+            self.base_url,
+            timeout=self._transport.timeout,
+            retry=self._transport.retry,
+            sleep=self._sleep,
+            session=self._session,
+            max_concurrency=max_concurrency,
+            initial_concurrency=initial_concurrency,
+        )
+        return fetcher.fill(frame, errors=errors, progress=progress)
 
     def export_users(
         self,
-        service_sid: str,
+        service_sid: str | None,
         parquet_path: str | os.PathLike[str],
         *,
         page_size: int = 50,
         max_pages: int | None = None,
         invalid_attributes: InvalidAttributes = "raise",
+        progress: Progress = None,
+        row_group_rows: int | None = None,
     ) -> dict[str, Any]:
         """Stream every user of a service to Parquet, a page at a time.
 
         Memory stays at a few pages whatever the service's size; the file is
         the same as ``load_users(..., parquet_path=...)`` writes.
 
+        Args:
+            row_group_rows: Gather pages into Parquet row groups of about this
+                many rows; by default each page is a row group. Each row group
+                costs the writer memory until the file is closed, so large
+                services want a few thousand rows or more (see ParquetSink).
+
         Returns:
             The provenance written to the file (rows, pages, retries...).
         """
         return self._run(
-            service_sid, page_size, max_pages, invalid_attributes, parquet_path
+            service_sid,
+            page_size,
+            max_pages,
+            invalid_attributes,
+            parquet_path,
+            progress=progress,
+            row_group_rows=row_group_rows,
         )
 
     def _run(
         self,
-        service_sid: str,
+        service_sid: str | None,
         page_size: int,
         max_pages: int | None,
         invalid_attributes: InvalidAttributes,
         parquet_path: str | os.PathLike[str] | None,
         keep: Callable[[UserBatch], None] | None = None,
+        progress: Progress = None,
+        row_group_rows: int | None = None,
     ) -> dict[str, Any]:
         """Walk, type and optionally write every page; return the provenance."""
         check_invalid_attributes(invalid_attributes)
@@ -218,9 +286,12 @@ class Client:
         tally = _Tally(service_sid, datetime.now(UTC))
         pages = self._walk(first_url, page_size, max_pages, tally.stats)
         with ExitStack() as stack:
+            report = stack.enter_context(ProgressReporter(progress, task="users"))
             sink = None
             if parquet_path is not None:
-                sink = stack.enter_context(ParquetSink(parquet_path))
+                sink = stack.enter_context(
+                    ParquetSink(parquet_path, row_group_rows=row_group_rows)
+                )
             # The next page is on the wire while this one is typed and written.
             for page in prefetch(pages):
                 batch = normalize_records(page, invalid_attributes=invalid_attributes)
@@ -229,13 +300,15 @@ class Client:
                     sink.write(batch.table)
                 if keep is not None:
                     keep(batch)
+                report.update(tally.rows, **tally.counts())
             attrs = tally.provenance(self.credentials.account_sid, self.base_url)
             if sink is not None:
                 sink.publish(attrs)
+            report.finish(tally.rows, **tally.counts())
         logger.info(
             "loaded %d users of %s in %d pages (%d requests, %d retries, %.2f s)",
             attrs["rows"],
-            service_sid,
+            attrs["service_sid"],
             attrs["pages"],
             attrs["requests"],
             attrs["retries"],
@@ -243,10 +316,26 @@ class Client:
         )
         return attrs
 
-    def _users_url(self, service_sid: str, page_size: int) -> str:
-        check_service_sid(service_sid)
+    def list_services(self, *, max_pages: int | None = None) -> list[dict[str, Any]]:
+        """Return every Conversations service of the account (``GET /v1/Services``).
+
+        Returns:
+            The service records as the API sends them, in API order.
+        """
+        url = f"{self.base_url}/v1/Services?PageSize=100"
+        pages = iter_pages(
+            self._transport, url, key="services", stats=LoadStats(), max_pages=max_pages
+        )
+        return [record for page in pages for record in page]
+
+    def _users_url(self, service_sid: str | None, page_size: int) -> str:
+        if service_sid is not None:
+            check_service_sid(service_sid)
         check_page_size(page_size)
-        return f"{self.base_url}/v1/Services/{service_sid}/Users?PageSize={page_size}"
+        path = f"/v1/Services/{service_sid}/Users"
+        if service_sid is None:  # the account's default service
+            path = "/v1/Users"
+        return f"{self.base_url}{path}?PageSize={page_size}"
 
     def _walk(
         self, first_url: str, page_size: int, max_pages: int | None, stats: LoadStats
@@ -266,22 +355,42 @@ class Client:
 class _Tally:
     """What a load counts as it goes, without keeping the pages."""
 
-    def __init__(self, service_sid: str, started: datetime) -> None:
+    def __init__(self, service_sid: str | None, started: datetime) -> None:
         self.service_sid = service_sid
         self.started = started
         self.clock = time.perf_counter()
         self.stats = LoadStats()
         self.rows = 0
+        self.pages = 0  # pages typed; stats.pages runs ahead by the prefetched one
         self.invalid_attributes = 0
-        self._sids: list[pa.Array] = []  # ~34 bytes a user, for duplicate counts
+        # ~38 bytes a user, for duplicate counts: the last pages' SIDs, and
+        # blocks of earlier ones merged so that few small buffers are kept.
+        self._sids: list[pa.Array] = []
+        self._recent_sids: list[pa.Array] = []
+
+    def counts(self) -> dict[str, int]:
+        """The counters a progress report shows."""
+        stats = self.stats
+        return {
+            "pages": self.pages,
+            "requests": stats.requests,
+            "retries": stats.retries,
+        }
 
     def add(self, batch: UserBatch) -> None:
+        if self.service_sid is None and batch.num_rows:
+            # /v1/Users (the default service) names its service in each user.
+            self.service_sid = batch.table.column("chat_service_sid")[0].as_py()
         self.rows += batch.num_rows
+        self.pages += 1
         self.invalid_attributes += batch.invalid_attributes
-        self._sids.extend(batch.table.column("sid").chunks)
+        self._recent_sids.extend(batch.table.column("sid").chunks)
+        if len(self._recent_sids) >= _SID_CHUNKS_PER_BLOCK:
+            self._sids.append(pa.concat_arrays(self._recent_sids))
+            self._recent_sids = []
 
     def provenance(self, account_sid: str, base_url: str) -> dict[str, Any]:
-        sids = pa.chunked_array(self._sids, type=pa.string())
+        sids = pa.chunked_array(self._sids + self._recent_sids, type=pa.string())
         return {
             "service_sid": self.service_sid,
             "account_sid": account_sid,
@@ -316,6 +425,9 @@ def load_users(
     dtype_backend: DtypeBackend = "numpy_nullable",
     parquet_path: str | os.PathLike[str] | None = None,
     invalid_attributes: InvalidAttributes = "raise",
+    presence: bool = False,
+    presence_errors: PresenceErrors = "raise",
+    progress: Progress = None,
     sleep: Sleep = time.sleep,
     session: requests.Session | None = None,
 ) -> pd.DataFrame:
@@ -337,6 +449,14 @@ def load_users(
             stays untouched when the load fails.
         invalid_attributes: ``"raise"`` (default) or ``"null"`` for attributes
             text that is not JSON (counted in ``attrs["invalid_attributes"]``).
+        presence: Also fetch each user for ``is_online`` and ``is_notifiable``,
+            which the list leaves null (see :func:`fill_presence`); the
+            Parquet file then holds them too.
+        presence_errors: ``"raise"`` (default) or ``"null"`` for users whose
+            presence cannot be fetched (see :func:`fill_presence`).
+        progress: None shows a progress bar where someone watches (a terminal,
+            a notebook), True or False forces it, a callable gets
+            :class:`ProgressEvent` objects instead.
 
     Returns:
         One row per user the API listed, in API order, with provenance in
@@ -375,6 +495,9 @@ def load_users(
             dtype_backend=dtype_backend,
             parquet_path=parquet_path,
             invalid_attributes=invalid_attributes,
+            presence=presence,
+            presence_errors=presence_errors,
+            progress=progress,
         )
 
 
@@ -385,13 +508,15 @@ def export_users(
     page_size: int = 50,
     max_pages: int | None = None,
     invalid_attributes: InvalidAttributes = "raise",
+    progress: Progress = None,
     **client_options: Any,
 ) -> dict[str, Any]:
     """Stream every user of a service to a Parquet file, a page at a time.
 
     The file equals what ``load_users(..., parquet_path=...)`` writes, but no
     DataFrame is built, so memory stays at a few pages whatever the size of
-    the service. Takes the options of :class:`Client`.
+    the service. Takes the options of :class:`Client`, and ``progress`` as
+    :func:`load_users` does.
 
     Returns:
         The provenance stored in the file: rows, pages, requests, retries...
@@ -403,6 +528,7 @@ def export_users(
             page_size=page_size,
             max_pages=max_pages,
             invalid_attributes=invalid_attributes,
+            progress=progress,
         )
 
 

@@ -11,13 +11,20 @@ boundary where they happen and chained with ``from``::
     │   └── RequestTimeout   no answer within the read or connect timeout
     ├── PaginationError      a next-page link that must not be followed
     ├── SchemaError          a page or record breaking the contract (also ValueError)
-    └── ExportError          the Parquet file could not be written
+    ├── ExportError          the Parquet file could not be written
+    └── ServicesLoadError    some services of a load_services call failed
 
 Messages never contain credentials: URLs are shown without user info, and
 no header is ever quoted.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "APIError",
@@ -27,6 +34,7 @@ __all__ = [
     "PaginationError",
     "RequestTimeout",
     "SchemaError",
+    "ServicesLoadError",
     "TransportError",
 ]
 
@@ -128,3 +136,29 @@ class SchemaError(ConvFramesError, ValueError):
 
 class ExportError(ConvFramesError):
     """The Parquet export could not be written; any earlier file is untouched."""
+
+
+class ServicesLoadError(ConvFramesError):
+    """Some services of a :func:`load_services` call failed; the rest loaded.
+
+    Every service was tried to the end, whatever happened to the others.
+
+    Attributes:
+        frames: The frame of each service that loaded, by service SID.
+        errors: The error of each service that failed, by service SID.
+    """
+
+    def __init__(
+        self, frames: Mapping[str, pd.DataFrame], errors: Mapping[str, Exception]
+    ) -> None:
+        self.frames = dict(frames)
+        self.errors = dict(errors)
+        failures = "".join(
+            f"\n  {sid}: {type(error).__name__}: {error}"
+            for sid, error in self.errors.items()
+        )
+        super().__init__(
+            f"{len(self.errors)} of {len(self.frames) + len(self.errors)} services "
+            f"failed to load; the {len(self.frames)} that loaded are in "
+            f".frames:{failures}"
+        )

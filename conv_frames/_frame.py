@@ -31,6 +31,7 @@ from ._schema import (
 )
 
 __all__ = [
+    "BatchCollector",
     "InvalidAttributes",
     "UserBatch",
     "concat_batches",
@@ -44,6 +45,17 @@ InvalidAttributes = Literal["raise", "null"]
 
 _KNOWN = frozenset(COLUMNS)
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
+
+#: A record as Arrow reads it in one pass: the schema's fields, with those typed
+#: afterwards (the JSON text, the timestamps) read as plain strings first.
+_RECORD_TYPE = pa.struct(
+    [
+        pa.field(column.name, pa.string())
+        if column.type == JSON_TEXT or pa.types.is_timestamp(column.type)
+        else column
+        for column in USERS_SCHEMA
+    ]
+)
 
 
 @dataclass
@@ -66,6 +78,49 @@ class UserBatch:
         return int(self.table.num_rows)
 
 
+class BatchCollector:
+    """Keeps a load's normalized pages for its frame, merged into large batches.
+
+    Kept as they come, 2,000 tables of 50 rows cost about as much memory again
+    in per-buffer overhead, and pandas converts them chunk by chunk (#4). So
+    pages in the plain users schema are merged, every ``merge_rows`` rows, into
+    one batch with contiguous columns. A page that is not plain (an unknown
+    field, attributes kept as text) stays a batch of its own, in order, so
+    :func:`concat_batches` unifies the lot exactly as it would the pages.
+    """
+
+    def __init__(self, merge_rows: int = 4096) -> None:
+        self.merge_rows = merge_rows
+        self._batches: list[UserBatch] = []
+        self._plain: list[UserBatch] = []
+        self._plain_rows = 0
+
+    def append(self, batch: UserBatch) -> None:
+        """Keep one page's batch, after those kept before."""
+        if not batch.table.schema.equals(USERS_SCHEMA):
+            self._merge()
+            self._batches.append(batch)
+            return
+        self._plain.append(batch)
+        self._plain_rows += batch.num_rows
+        if self._plain_rows >= self.merge_rows:
+            self._merge()
+
+    def batches(self) -> list[UserBatch]:
+        """Every row kept so far, as batches in page order."""
+        self._merge()
+        return list(self._batches)
+
+    def _merge(self) -> None:
+        plain, self._plain, self._plain_rows = self._plain, [], 0
+        if len(plain) == 1:
+            self._batches.append(plain[0])
+        elif plain:
+            table = pa.concat_tables([batch.table for batch in plain])
+            attributes = [value for batch in plain for value in batch.attributes]
+            self._batches.append(UserBatch(table.combine_chunks(), attributes))
+
+
 def normalize_records(
     records: Sequence[Mapping[str, Any]],
     *,
@@ -85,13 +140,9 @@ def normalize_records(
     """
     check_invalid_attributes(invalid_attributes)
     _check_records(records)
-    sids = [record.get("sid") for record in records]
-    arrays = [
-        _typed_column(name, [r.get(name) for r in records], sids)
-        for name in USERS_SCHEMA.names
-    ]
+    arrays = _columns_in_one_pass(records) or _columns_one_by_one(records)
     position = COLUMNS.index(ATTRIBUTES)
-    decoded, invalid = _decode_attributes(arrays[position], sids, invalid_attributes)
+    decoded, invalid = _decode_attributes(arrays[position], records, invalid_attributes)
     table = pa.Table.from_arrays(arrays, schema=USERS_SCHEMA)
     if invalid:
         # Text that is not JSON must not be labelled JSON: readers such as
@@ -180,9 +231,15 @@ def table_to_frame(
 
 
 def count_duplicate_sids(sids: pa.Array | pa.ChunkedArray) -> int:
-    """Count rows whose SID already appeared earlier, and warn when there are any."""
-    present = len(sids) - int(sids.null_count)
-    duplicates = present - int(pc.count_distinct(sids).as_py())
+    """Count rows whose SID already appeared earlier, and warn when there are any.
+
+    The SIDs are sorted and each compared with the one before: at 300,000
+    users that takes a tenth of the time and memory of Arrow's hash-based
+    ``count_distinct`` (#4). Nulls sort last and compare as null, never equal.
+    """
+    ordered = pc.take(sids, pc.sort_indices(sids))
+    repeats = pc.sum(pc.equal(ordered[1:], ordered[:-1])).as_py()
+    duplicates = int(repeats or 0)
     if duplicates:
         logger.warning(
             "%d rows repeat a user SID seen earlier; they are kept as the API sent "
@@ -227,6 +284,47 @@ def _check_records(records: Sequence[Any]) -> None:
             raise SchemaError(
                 f"user record {index} is a JSON {_json_kind(record)}, not an object"
             )
+
+
+def _columns_in_one_pass(records: Sequence[Mapping[str, Any]]) -> list[pa.Array] | None:
+    """Type a page's known columns in one pass through Arrow, or return None.
+
+    Arrow reads the records as one struct array, without a Python list per
+    column, which makes this the cheap path for a page that keeps the
+    contract (#4). It is the same conversion as column by column, so when
+    Arrow refuses a value, or a date needs the lenient parser, the page is
+    simply typed again by :func:`_columns_one_by_one`, which names the culprit.
+    """
+    plain = all(type(record) is dict for record in records)
+    if not plain or not _links_are_objects(records):
+        return None
+    try:
+        rows = pa.array(records, type=_RECORD_TYPE, from_pandas=False)
+        columns: list[pa.Array] = rows.flatten()
+        for index, column in enumerate(USERS_SCHEMA):
+            if pa.types.is_timestamp(column.type):
+                columns[index] = pc.cast(columns[index], column.type)
+    except _ARROW_ERRORS:
+        return None
+
+    position = COLUMNS.index(ATTRIBUTES)
+    columns[position] = pa.ExtensionArray.from_storage(JSON_TEXT, columns[position])
+    return columns
+
+
+def _columns_one_by_one(records: Sequence[Mapping[str, Any]]) -> list[pa.Array]:
+    """Type each known column from its own list of values, naming any bad value."""
+    sids = [record.get("sid") for record in records]
+    return [
+        _typed_column(name, [r.get(name) for r in records], sids)
+        for name in USERS_SCHEMA.names
+    ]
+
+
+def _links_are_objects(records: Sequence[Mapping[str, Any]]) -> bool:
+    # Arrow would also read [key, value] pairs as a map; the contract says object.
+    links = (record.get(LINKS) for record in records)
+    return all(value is None or type(value) is dict for value in links)
 
 
 def _typed_column(name: str, values: list[Any], sids: list[Any]) -> pa.Array:
@@ -290,11 +388,18 @@ def _check_links(values: list[Any], sids: list[Any]) -> None:
 
 
 def _decode_attributes(
-    column: pa.Array, sids: list[Any], mode: InvalidAttributes
+    column: pa.Array, records: Sequence[Mapping[str, Any]], mode: InvalidAttributes
 ) -> tuple[list[Any], int]:
+    texts = column.storage.to_pylist()
+    try:
+        return [None if text is None else orjson.loads(text) for text in texts], 0
+    except orjson.JSONDecodeError:
+        pass  # rare: go row by row to name the row, or null it
+
     decoded: list[Any] = []
     invalid = 0
-    for text, sid in zip(column.storage.to_pylist(), sids, strict=True):
+    for text, record in zip(texts, records, strict=True):
+        sid = record.get("sid")
         if text is None:
             decoded.append(None)
             continue

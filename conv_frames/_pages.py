@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
+from urllib.parse import parse_qsl, urljoin, urlsplit
 
 from ._errors import PaginationError, SchemaError
 from ._transport import LoadStats, Transport, redact_url
@@ -21,6 +21,9 @@ __all__ = ["Page", "iter_pages"]
 logger = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+#: A page's path and its query parameters, sorted: two links to one page match.
+PageIdentity = tuple[str, tuple[tuple[str, str], ...]]
 
 
 class Page(list[dict[str, Any]]):
@@ -78,7 +81,7 @@ def iter_pages(
         SchemaError: A page whose envelope breaks the contract.
     """
     scope = _scope(first_url)
-    seen: set[tuple[str, ...]] = set()
+    seen: set[PageIdentity] = {_identity(first_url)}  # _next_url adds the others
     url: str | None = first_url
     number = 0
     while url is not None:
@@ -88,7 +91,6 @@ def iter_pages(
                 f"links a next page ({redact_url(url)}); raise max_pages if the "
                 "service is really that large"
             )
-        seen.add(_identity(url))
         page = _read_page(
             transport.get_json(url, stats), key=key, number=number, url=url
         )
@@ -148,12 +150,13 @@ def _read_page(body: Any, *, key: str, number: int, url: str) -> Page:
 
 
 def _next_url(
-    page: Page, scope: tuple[str, str, int, str], seen: set[tuple[str, ...]]
+    page: Page, scope: tuple[str, str, int, str], seen: set[PageIdentity]
 ) -> str | None:
     if page.next_page_url is None:
         return None
     url = urljoin(page.url, page.next_page_url)
     parts = urlsplit(url)
+    identity = _identity(url)
     problem = None
     if parts.username is not None or parts.password is not None:
         problem = "it carries credentials"
@@ -161,13 +164,14 @@ def _next_url(
         problem = f"it leaves the origin {scope[0]}://{scope[1]}:{scope[2]}"
     elif parts.path != scope[3]:
         problem = f"its path is not the listing's path {scope[3]}"
-    elif _identity(url) in seen:
+    elif identity in seen:
         problem = "it repeats a page already loaded, so following it would loop"
     if problem:
         raise PaginationError(
             f"refused the next page link of page {page.number}, "
             f"{redact_url(page.next_page_url)}: {problem}; nothing was sent to it"
         )
+    seen.add(identity)
     return url
 
 
@@ -186,10 +190,7 @@ def _origin(url: str) -> tuple[str, str, int]:
     return scheme, (parts.hostname or "").lower(), port
 
 
-def _identity(url: str) -> tuple[str, ...]:
+def _identity(url: str) -> PageIdentity:
     """A page's identity: its path and its sorted query, whatever the order."""
     parts = urlsplit(url)
-    return (
-        parts.path,
-        urlencode(sorted(parse_qsl(parts.query, keep_blank_values=True))),
-    )
+    return parts.path, tuple(sorted(parse_qsl(parts.query, keep_blank_values=True)))

@@ -13,7 +13,7 @@ import os
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import pandas as pd
@@ -53,19 +53,30 @@ class ParquetSink:
     publishing (an error, a failed load) removes it and leaves ``path`` as it
     was. Memory stays at about one page.
 
+    Each :meth:`write` is one row group unless ``row_group_rows`` is given:
+    then pages wait in memory until that many rows have come, and are written
+    as one row group. pyarrow's writer keeps some 28 KB per row group until
+    the file is closed, so one group per 50-user page grows with the service
+    (about 170 MB at 300,000 users); groups of 16,384 rows keep memory flat
+    and the file smaller.
+
     A page whose columns differ from what was written (an unknown field that
     appears late, attributes that turned to plain text in lenient mode) makes
     the sink rewrite the file so far under the widened schema: a rare path that
     holds the written rows in memory once.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, row_group_rows: int | None = None
+    ) -> None:
         self.path = Path(path)
         self.rows = 0
         self._publisher = atomic_path(self.path)
         self._temporary = self._publisher.__enter__()
         self._writer: pq.ParquetWriter | None = None
         self._done = False
+        self._row_group_rows = row_group_rows
+        self._pending: list[pa.Table] = []
 
     def __enter__(self) -> ParquetSink:
         return self
@@ -81,15 +92,29 @@ class ParquetSink:
 
     def write(self, table: pa.Table) -> None:
         """Append one page's table."""
+        self._pending.append(table)
+        self.rows += table.num_rows
+        waiting = sum(pending.num_rows for pending in self._pending)
+        if self._row_group_rows is None or waiting >= self._row_group_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write the waiting pages as one row group."""
+        if not self._pending:
+            return
+        tables, self._pending = self._pending, []
+        table = tables[0]
+        if len(tables) > 1:
+            table = pa.concat_tables(unify_tables(tables), promote_options="permissive")
         with _export_errors(self.path):
             writer = self._writer or self._open(table.schema)
             if not table.schema.equals(writer.schema, check_metadata=False):
                 table, writer = self._widen(writer, table)
             writer.write_table(table)
-        self.rows += table.num_rows
 
     def publish(self, attrs: Mapping[str, Any]) -> Path:
         """Finish the file with ``attrs`` in its metadata and move it into place."""
+        self._flush()
         with _export_errors(self.path):
             writer = self._writer or self._open(USERS_SCHEMA)
             metadata = orjson.dumps(dict(attrs), default=str)
@@ -141,11 +166,15 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def read_parquet(
-    path: str | os.PathLike[str], *, dtype_backend: DtypeBackend = "numpy_nullable"
+    path: str | os.PathLike[str] | BinaryIO,
+    *,
+    dtype_backend: DtypeBackend = "numpy_nullable",
 ) -> pd.DataFrame:
     """Read an export back to the DataFrame :func:`load_users` returned.
 
     The dtypes, the decoded ``attributes`` and ``df.attrs`` are restored.
+    ``path`` may also be an open binary file (an fsspec file, ``BytesIO``);
+    :func:`read_snapshot` reads a snapshot of a dataset.
 
     Raises:
         SchemaError: The file is not a conv_frames users export.

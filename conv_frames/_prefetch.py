@@ -2,7 +2,11 @@
 
 Listing is sequential (each page carries the link to the next), so the most
 overlap there is to have is one page: while page N is normalized and
-written, the request for page N+1 is already on the wire.
+written, the request for page N+1 is already on the wire. The producer starts
+on page N+2 only once the consumer asks for page N+1, that is once it is done
+with page N: a page the consumer rejects stops the walk before anything past
+the next page is requested. A consumer faster than the pages never makes the
+producer wait, so the next request goes out as soon as a page is in.
 """
 
 from __future__ import annotations
@@ -33,19 +37,26 @@ class _Failed:
 def prefetch(items: Iterator[T], *, name: str = "conv-frames-prefetch") -> Iterator[T]:
     """Yield from ``items``, producing the next item in a background thread.
 
-    Order is kept and nothing is produced twice. The first error the producer
+    Order is kept and nothing is produced twice, and at most one item is
+    produced ahead of the one the consumer holds. The first error the producer
     meets is raised here, after every item produced before it; if the consumer
     stops early (an error of its own, or ``close()``), the producer stops after
     the item it is working on, and the thread is joined before this returns.
     """
-    handoff: queue.Queue[T | _Done | _Failed] = queue.Queue(maxsize=1)
+    # Two C-level queues: items one way, permits to produce the other. The
+    # permits bound the items waiting to two; Queue and Semaphore, built on
+    # Python-level conditions, cost more than a page is worth on a fast link.
+    handoff: queue.SimpleQueue[T | _Done | _Failed] = queue.SimpleQueue()
+    asked: queue.SimpleQueue[None] = queue.SimpleQueue()
+    asked.put(None)  # one permit per item; the first is free
     stop = threading.Event()
     worker = threading.Thread(
-        target=_produce, args=(items, handoff, stop), name=name, daemon=True
+        target=_produce, args=(items, handoff, asked, stop), name=name, daemon=True
     )
     worker.start()
     try:
         while True:
+            asked.put(None)  # done with the last item: the next but one may start
             item = handoff.get()
             if isinstance(item, _Failed):
                 raise item.error
@@ -58,31 +69,32 @@ def prefetch(items: Iterator[T], *, name: str = "conv-frames-prefetch") -> Itera
 
 
 def _produce(
-    items: Iterator[T], handoff: queue.Queue[T | _Done | _Failed], stop: threading.Event
+    items: Iterator[T],
+    handoff: queue.SimpleQueue[T | _Done | _Failed],
+    asked: queue.SimpleQueue[None],
+    stop: threading.Event,
 ) -> None:
+    done = _Done()
     try:
-        for value in items:
-            if not _offer(handoff, value, stop):
+        while _await(asked, stop):
+            value = next(items, done)
+            handoff.put(value)
+            if value is done:
                 return
-        _offer(handoff, _Done(), stop)
     except BaseException as error:  # handed over, and raised by the consumer
-        _offer(handoff, _Failed(error), stop)
+        handoff.put(_Failed(error))
     finally:
         close = getattr(items, "close", None)
         if close is not None:
             close()
 
 
-def _offer(
-    handoff: queue.Queue[T | _Done | _Failed],
-    item: T | _Done | _Failed,
-    stop: threading.Event,
-) -> bool:
-    """Put ``item`` in the hand-off slot unless the consumer has gone away."""
+def _await(asked: queue.SimpleQueue[None], stop: threading.Event) -> bool:
+    """Wait for a permit to produce one more item, unless the consumer has gone."""
     while not stop.is_set():
         try:
-            handoff.put(item, timeout=_POLL_SECONDS)
-        except queue.Full:
+            asked.get(timeout=_POLL_SECONDS)
+        except queue.Empty:
             continue
         return True
     return False

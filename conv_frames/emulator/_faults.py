@@ -22,7 +22,7 @@ __all__ = [
     "RetryAfterForm",
 ]
 
-RetryAfterForm = Literal["seconds", "http_date", "absent"]
+RetryAfterForm = Literal["seconds", "http_date", "absent", "text"]
 
 #: Kinds that answer with an error status (JSON body unless ``html``).
 STATUS_KINDS = {
@@ -61,7 +61,7 @@ DEFAULT_RANDOM_KINDS = (
     "short_body",
 )
 
-_RETRY_AFTER_FORMS = ("seconds", "http_date", "absent")
+_RETRY_AFTER_FORMS = ("seconds", "http_date", "absent", "text")
 
 DEFAULT_RETRY_AFTER = 1
 DEFAULT_STALL_SECONDS = 30.0
@@ -78,7 +78,11 @@ class Fault:
         kind: One of :data:`FAULT_KINDS`.
         retry_after: Seconds announced by a ``status_429`` fault.
         retry_after_form: How ``status_429`` sends ``Retry-After``:
-            ``"seconds"`` (an integer), ``"http_date"`` or ``"absent"``.
+            ``"seconds"`` (an integer), ``"http_date"``, ``"absent"``, or
+            ``"text"`` for ``retry_after_text`` as it is.
+        retry_after_text: The ``Retry-After`` value of the ``"text"`` form:
+            what the other forms cannot send, such as ``"1.5"``, ``"-5"``, a
+            date in the past or ``"soon"``.
         html: For ``status_5xx`` kinds, answer with an HTML gateway page
             instead of Twilio's JSON error (the ``html_5xx`` kinds imply it).
         seconds: How long ``stall`` waits before the status line.
@@ -88,6 +92,7 @@ class Fault:
     kind: str
     retry_after: int = DEFAULT_RETRY_AFTER
     retry_after_form: RetryAfterForm = "seconds"
+    retry_after_text: str = ""
     html: bool = False
     seconds: float = DEFAULT_STALL_SECONDS
     fraction: float = DEFAULT_FRACTION
@@ -102,6 +107,11 @@ class Fault:
             raise ValueError(
                 f"retry_after_form must be one of {', '.join(_RETRY_AFTER_FORMS)}, "
                 f"got {self.retry_after_form!r}"
+            )
+        if not _is_header_value(self.retry_after_text):
+            raise ValueError(
+                "retry_after_text must be one header line of Latin-1 text, "
+                f"got {self.retry_after_text!r}"
             )
         if self.retry_after < 0 or self.seconds < 0:
             raise ValueError("retry_after and seconds must be zero or more")
@@ -128,6 +138,15 @@ class Fault:
 
 
 FaultLike = Fault | str
+
+
+def _is_header_value(text: str) -> bool:
+    """Whether ``text`` can be sent as one header value (no line breaks)."""
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return "\r" not in text and "\n" not in text
 
 
 def _as_fault(value: FaultLike) -> Fault:
@@ -301,6 +320,7 @@ def _fault_from_text(kind: str, options: Mapping[str, str]) -> Fault:
         retry_after_form=cast(
             RetryAfterForm, options.get("retry_after_form", "seconds")
         ),
+        retry_after_text=options.get("retry_after_text", ""),
         html=_flag(options.get("html", "false")),
         seconds=_convert(float, seconds, "seconds"),
         fraction=_convert(float, fraction, "fraction"),
@@ -323,4 +343,11 @@ def _flag(value: str) -> bool:
     raise ValueError(f"html must be true or false, got {value!r}")
 
 
-_OPTION_NAMES = ("retry_after", "retry_after_form", "html", "seconds", "fraction")
+_OPTION_NAMES = (
+    "retry_after",
+    "retry_after_form",
+    "retry_after_text",
+    "html",
+    "seconds",
+    "fraction",
+)

@@ -197,7 +197,9 @@ def too_many_requests_fault(fault: Fault) -> Reply:
         return too_many_requests(None)
     if fault.retry_after_form == "seconds":
         return too_many_requests(fault.retry_after)
-    when = formatdate(time.time() + fault.retry_after, usegmt=True)
+    when = fault.retry_after_text
+    if fault.retry_after_form == "http_date":
+        when = formatdate(time.time() + fault.retry_after, usegmt=True)
     return twilio_error(
         429, TOO_MANY_REQUESTS, "Too Many Requests", (("Retry-After", when),)
     )

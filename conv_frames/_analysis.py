@@ -1,0 +1,319 @@
+"""Analysis helpers: who is online or notifiable, and attributes as columns.
+
+Both keep "unknown" apart. In :func:`presence_summary` a null presence value
+is its own state, never folded into offline or not notifiable. In
+:func:`flatten_attributes` a key a user does not have is null in that row,
+never a default.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from ._errors import ConfigurationError
+from ._frame import check_dtype_backend
+from ._schema import ATTRIBUTES, DtypeBackend, pandas_dtype
+
+__all__ = [
+    "ALL",
+    "NOTIFIABLE_STATES",
+    "ONLINE_STATES",
+    "flatten_attributes",
+    "presence_summary",
+]
+
+logger = logging.getLogger(__name__)
+
+#: States of ``is_online`` in a summary: true, false, and null.
+ONLINE_STATES = ("online", "offline", "unknown")
+#: States of ``is_notifiable`` in a summary: true, false, and null.
+NOTIFIABLE_STATES = ("notifiable", "not notifiable", "unknown")
+#: The label of a margin: every state of the other measure together.
+ALL = "all"
+
+_UNKNOWN = 2  # the code of a null state
+
+
+def presence_summary(
+    frame: pd.DataFrame, *, by: Hashable | Sequence[Hashable] | None = None
+) -> pd.DataFrame:
+    """Count users by online and notifiable state, with shares, as a tidy frame.
+
+    Each state is ``online``/``offline``/``unknown`` and
+    ``notifiable``/``not notifiable``/``unknown``, where unknown is a null in
+    the frame: the API did not say (or presence was never fetched). One row
+    per pair of states (the cross-tabulation), one per state of each measure
+    alone (the other is ``"all"``), and the total (``"all"``, ``"all"``):
+    16 rows, or 16 per group of ``by``.
+
+    Args:
+        frame: Users with ``is_online`` and ``is_notifiable`` columns (true,
+            false or null), as :func:`fill_presence` returns them.
+        by: Column name(s) to break the counts down by, such as a flattened
+            attribute; users whose value is null form a group of their own.
+
+    Returns:
+        Columns ``*by``, ``online``, ``notifiable`` (ordered categoricals,
+        ``"all"`` last), ``users`` (int64) and ``share`` (float64, of the
+        users of the row's group; NaN for an empty group). ``attrs`` keeps
+        ``presence_fetched_at`` when the frame has it.
+
+    Raises:
+        ConfigurationError: A column is missing or holds something other than
+            true, false and null.
+
+    Example:
+        >>> summary = presence_summary(users)  # doctest: +SKIP
+        >>> summary.query("notifiable == 'all' and online != 'all'")  # doctest: +SKIP
+    """
+    keys = _as_list(by)
+    missing = [c for c in ("is_online", "is_notifiable", *keys) if c not in frame]
+    if missing:
+        raise ConfigurationError(
+            f"presence_summary needs columns {missing}, which the frame lacks"
+        )
+    online = _state_codes(frame["is_online"], "is_online")
+    notifiable = _state_codes(frame["is_notifiable"], "is_notifiable")
+    _warn_if_never_fetched(frame, online, notifiable)
+
+    if not keys:
+        summary = _summary_rows(online, notifiable)
+    else:
+        keyed = frame[keys].reset_index(drop=True)  # the index is now positions
+        parts = []
+        for group, members in keyed.groupby(keys, dropna=False, sort=True):
+            rows = members.index.to_numpy()
+            part = _summary_rows(online[rows], notifiable[rows])
+            values = group if isinstance(group, tuple) else (group,)
+            for key, value in zip(reversed(keys), reversed(values), strict=True):
+                part.insert(0, key, [value] * len(part))
+            parts.append(part)
+        summary = pd.concat(parts, ignore_index=True) if parts else _empty(keys)
+        for key in keys:
+            summary[key] = summary[key].astype(frame[key].dtype)
+
+    if "presence_fetched_at" in frame.attrs:
+        summary.attrs["presence_fetched_at"] = frame.attrs["presence_fetched_at"]
+    return summary
+
+
+def flatten_attributes(
+    users: pd.DataFrame | pd.Series[Any],
+    *,
+    sep: str = ".",
+    max_depth: int | None = None,
+    prefix: str | None = ATTRIBUTES,
+    dtype_backend: DtypeBackend = "numpy_nullable",
+) -> pd.DataFrame:
+    """Spread decoded attributes into one typed column per key path.
+
+    Nested objects give ``team.name``-style paths, joined by ``sep``. A row
+    that lacks a key is null in that column; nothing is filled in. A column
+    whose values are all booleans, integers, numbers or strings gets the
+    matching nullable dtype; lists, objects at the depth limit and mixed
+    values stay Python objects. Attributes that are not a JSON object (a
+    list, a string, a number, or null) give no columns; their count is in
+    ``attrs["non_object_attributes"]``.
+
+    Args:
+        users: A users frame (its ``attributes`` column is read) or a Series
+            of decoded attributes.
+        sep: Joins the keys of a path; pick one the keys do not contain.
+        max_depth: Levels of nesting to spread; deeper objects are kept whole
+            as values. None (the default) spreads every level.
+        prefix: Put before every column name (with ``sep``); None for none.
+        dtype_backend: ``"numpy_nullable"`` or ``"pyarrow"`` dtypes.
+
+    Returns:
+        A frame with the index of ``users`` and columns in the order the keys
+        first appear; join it to the users to group by an attribute.
+
+    Raises:
+        ConfigurationError: Bad arguments, no ``attributes`` column, or two
+            key paths that ``sep`` joins into the same name.
+
+    Example:
+        >>> users = pd.DataFrame({"attributes": [{"team": {"name": "Sales"}}, {}]})
+        >>> flatten_attributes(users)["attributes.team.name"].tolist()
+        ['Sales', <NA>]
+    """
+    _check_flatten_options(sep, max_depth, prefix)
+    check_dtype_backend(dtype_backend)
+    values = _attribute_values(users)
+
+    flat: list[dict[str, Any]] = []
+    names: dict[str, None] = {}
+    non_objects = 0
+    for document in values:
+        if isinstance(document, dict):
+            row = _flatten(document, sep, max_depth)
+            names.update(dict.fromkeys(row))
+            flat.append(row)
+        else:
+            non_objects += document is not None and document is not pd.NA
+            flat.append({})
+
+    columns = {
+        _column_name(name, sep, prefix): _typed_column(
+            [row.get(name) for row in flat], values.index, dtype_backend
+        )
+        for name in names
+    }
+    result = pd.DataFrame(columns, index=values.index)
+    result.attrs["non_object_attributes"] = non_objects
+    return result
+
+
+def _as_list(by: Hashable | Sequence[Hashable] | None) -> list[Hashable]:
+    if by is None:
+        return []
+    if isinstance(by, str) or not isinstance(by, Sequence):
+        return [by]
+    return list(by)
+
+
+def _state_codes(column: pd.Series[Any], name: str) -> np.ndarray[Any, Any]:
+    """0 for true, 1 for false, 2 for null."""
+    try:
+        values = column.astype("boolean").array
+    except (TypeError, ValueError) as error:
+        raise ConfigurationError(
+            f"column {name!r} must hold true, false or null, not {column.dtype} "
+            f"values ({error})"
+        ) from None
+    unknown = np.asarray(values.isna())
+    true = np.asarray(values.fillna(False), dtype=bool)
+    return np.where(unknown, _UNKNOWN, np.where(true, 0, 1))
+
+
+def _summary_rows(
+    online: np.ndarray[Any, Any], notifiable: np.ndarray[Any, Any]
+) -> pd.DataFrame:
+    grid = np.bincount(online * 3 + notifiable, minlength=9).reshape(3, 3)
+    rows: list[tuple[str, str, int]] = []
+    for i, online_state in enumerate(ONLINE_STATES):
+        for j, notifiable_state in enumerate(NOTIFIABLE_STATES):
+            rows.append((online_state, notifiable_state, int(grid[i, j])))
+        rows.append((online_state, ALL, int(grid[i].sum())))
+    for j, notifiable_state in enumerate(NOTIFIABLE_STATES):
+        rows.append((ALL, notifiable_state, int(grid[:, j].sum())))
+    rows.append((ALL, ALL, int(grid.sum())))
+
+    summary = pd.DataFrame(rows, columns=["online", "notifiable", "users"])
+    summary["online"] = pd.Categorical(
+        summary["online"], categories=[*ONLINE_STATES, ALL], ordered=True
+    )
+    summary["notifiable"] = pd.Categorical(
+        summary["notifiable"], categories=[*NOTIFIABLE_STATES, ALL], ordered=True
+    )
+    summary["users"] = summary["users"].astype("int64")
+    total = int(grid.sum())
+    summary["share"] = summary["users"] / total if total else np.nan
+    return summary
+
+
+def _empty(keys: list[Hashable]) -> pd.DataFrame:
+    empty = _summary_rows(np.array([], dtype=int), np.array([], dtype=int)).head(0)
+    for key in reversed(keys):
+        empty.insert(0, key, pd.Series(dtype=object))
+    return empty
+
+
+def _warn_if_never_fetched(
+    frame: pd.DataFrame, online: np.ndarray[Any, Any], notifiable: np.ndarray[Any, Any]
+) -> None:
+    if "presence_fetched_at" in frame.attrs or not len(frame):
+        return
+    if (online == _UNKNOWN).all() and (notifiable == _UNKNOWN).all():
+        logger.warning(
+            "every user's presence is unknown and the frame says presence was "
+            "never fetched: the list endpoint never reports it; use "
+            "fill_presence(frame) or load_users(..., presence=True)"
+        )
+
+
+def _check_flatten_options(sep: object, max_depth: object, prefix: object) -> None:
+    if not isinstance(sep, str) or not sep:
+        raise ConfigurationError(f"sep={sep!r} must be a non-empty string")
+    if max_depth is not None and (
+        isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 1
+    ):
+        raise ConfigurationError(
+            f"max_depth={max_depth!r} must be an integer >= 1, or None for no limit"
+        )
+    if prefix is not None and not isinstance(prefix, str):
+        raise ConfigurationError(f"prefix={prefix!r} must be a string or None")
+
+
+def _attribute_values(users: pd.DataFrame | pd.Series[Any]) -> pd.Series[Any]:
+    if isinstance(users, pd.Series):
+        return users
+    if ATTRIBUTES not in users.columns:
+        raise ConfigurationError(
+            "the frame has no 'attributes' column; pass users as load_users "
+            "returns them, or a Series of decoded attributes"
+        )
+    return users[ATTRIBUTES]
+
+
+def _flatten(
+    document: dict[str, Any], sep: str, max_depth: int | None
+) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+
+    def walk(node: dict[str, Any], path: str, depth: int) -> None:
+        for key, value in node.items():
+            name = f"{path}{sep}{key}" if path else str(key)
+            deeper = max_depth is None or depth < max_depth
+            if isinstance(value, dict) and value and deeper:
+                walk(value, name, depth + 1)
+            elif name in flat:
+                raise ConfigurationError(
+                    f"two attribute paths both read {name!r} when joined with "
+                    f"sep={sep!r}; choose a separator the keys do not contain"
+                )
+            else:
+                flat[name] = value
+
+    walk(document, "", 1)
+    return flat
+
+
+def _column_name(name: str, sep: str, prefix: str | None) -> str:
+    return f"{prefix}{sep}{name}" if prefix else name
+
+
+def _typed_column(
+    values: list[Any], index: pd.Index[Any], backend: DtypeBackend
+) -> pd.Series[Any]:
+    arrow_type = _common_type([value for value in values if value is not None])
+    if arrow_type is None:
+        return pd.Series(values, index=index, dtype=object)
+    dtype: Any = pandas_dtype(arrow_type, backend)
+    try:
+        array = pd.array(values, dtype=dtype)
+    except (OverflowError, TypeError, ValueError, pa.ArrowInvalid):
+        return pd.Series(values, index=index, dtype=object)  # e.g. beyond int64
+    return pd.Series(array, index=index)
+
+
+def _common_type(present: list[Any]) -> pa.DataType | None:
+    """The Arrow type all these JSON values share, or None to keep objects."""
+    if not present:
+        return None
+    kinds = {type(value) for value in present}
+    if kinds == {bool}:
+        return pa.bool_()
+    if kinds == {int}:
+        return pa.int64()
+    if kinds <= {int, float}:
+        return pa.float64()
+    if kinds == {str}:
+        return pa.string()
+    return None

@@ -1,0 +1,488 @@
+"""The snapshot dataset on storage: layout, lock, atomic publish, manifests.
+
+A dataset root, local or an fsspec URL such as ``s3://bucket/users``, holds::
+
+    ROOT/
+      .conv-frames.lock                     local roots: held for a whole run
+      .staging/                             local roots: snapshots being written
+      service_sid=IS.../
+        snapshot=2026-12-04T020000Z/
+          part-0.parquet                    the users, in USERS_SCHEMA
+          _manifest.json                    written last: the commit marker
+
+A snapshot is published whole or not at all. On a local disk it is written
+in a hidden staging folder, its manifest last, and the folder is renamed into
+place in one step. Object stores have no rename, so the data files are
+uploaded first and the manifest last: a snapshot without a manifest is
+incomplete, every reader here ignores it, and the next run removes it.
+Readers that glob the files themselves should match
+``service_sid=*/snapshot=*/*.parquet`` (which skips ``.staging``) and, on an
+object store, keep only the snapshots that have a manifest (see the README).
+
+Runs on one root never interleave: a run holds an OS-level file lock, which
+the OS releases when a crashed run's process ends. For object-store roots the
+lock file lives in the user's cache folder, so it serializes the runs of one
+machine only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import filelock
+import orjson
+import pyarrow.parquet as pq
+
+# fsspec ships no type information; the calls made on it here are tested.
+from fsspec.core import url_to_fs  # type: ignore[import-untyped]
+from fsspec.implementations.local import (  # type: ignore[import-untyped]
+    LocalFileSystem,
+)
+
+from ._errors import ConfigurationError, ConvFramesError, ExportError
+
+__all__ = [
+    "MANIFEST_NAME",
+    "PART_NAME",
+    "SCHEMA_VERSION",
+    "Dataset",
+    "DatasetLockedError",
+    "Listing",
+    "SnapshotError",
+    "describe_file",
+    "dump_manifest",
+    "is_snapshot_key",
+    "next_snapshot_key",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Version of the snapshot layout and its users schema, written in every
+#: manifest. Raise it when a reader of the old layout would misread the new.
+SCHEMA_VERSION = 1
+#: The commit marker of a snapshot, written after its data files.
+MANIFEST_NAME = "_manifest.json"
+#: The one data file of a snapshot.
+PART_NAME = "part-0.parquet"
+LOCK_NAME = ".conv-frames.lock"
+STAGING_NAME = ".staging"
+MANIFEST_FORMAT = "conv_frames.snapshot"
+
+#: Snapshot keys are UTC times to the second, without colons (which Hadoop
+#: paths and Windows refuse), so that their order is the order they happened.
+_KEY_FORMAT = "%Y-%m-%dT%H%M%SZ"
+_KEY = re.compile(r"\d{4}-\d{2}-\d{2}T\d{6}Z")
+_SERVICE_DIR = re.compile(r"service_sid=(IS[0-9a-fA-F]{32})")
+_SNAPSHOT_DIR = re.compile(r"snapshot=(\d{4}-\d{2}-\d{2}T\d{6}Z)")
+_CHUNK = 1 << 20
+_EXISTS = "a snapshot with this key exists, and snapshots are never replaced"
+
+
+class DatasetLockedError(ExportError):
+    """Another run holds the dataset's lock; this run wrote nothing."""
+
+
+class SnapshotError(ConvFramesError):
+    """A snapshot is missing, too new to read, or fails its checksums."""
+
+
+class Dataset:
+    """A dataset root on one filesystem, with the layout's paths.
+
+    Attributes:
+        url: The root as the caller gave it.
+        fs: The fsspec filesystem.
+        path: The root in the filesystem's terms, without a trailing slash.
+        local: Whether it is a local disk (publish by rename) or an object
+            store (publish by upload, manifest last).
+    """
+
+    def __init__(self, url: str, fs: Any, path: str) -> None:
+        self.url = url
+        self.fs = fs
+        self.path = path.rstrip("/")
+        self.local = isinstance(fs, LocalFileSystem)
+
+    @classmethod
+    def open(
+        cls,
+        root: str | os.PathLike[str],
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        create: bool = False,
+    ) -> Dataset:
+        """Resolve ``root`` to its filesystem; with ``create``, make a local root.
+
+        Raises:
+            ConfigurationError: An unknown protocol, a missing fsspec backend,
+                or (with ``create``) a local root whose parent is missing.
+        """
+        url = os.fspath(root)
+        try:
+            fs, path = url_to_fs(url, **dict(storage_options or {}))
+        except ImportError as error:
+            raise ConfigurationError(
+                f"cannot open {url!r}: {error} (for S3: pip install 'conv-frames[s3]')"
+            ) from error
+        except ValueError as error:
+            raise ConfigurationError(f"cannot open {url!r}: {error}") from error
+        dataset = cls(url, fs, path)
+        if create and dataset.local:
+            dataset._create_local_root()
+        return dataset
+
+    def _create_local_root(self) -> None:
+        folder = Path(self.path)
+        if not folder.parent.is_dir():
+            raise ConfigurationError(
+                f"the folder above the dataset root {self.path!r} does not exist; "
+                "create it first"
+            )
+        with export_errors(self.path):
+            folder.mkdir(exist_ok=True)
+
+    def join(self, *parts: str) -> str:
+        """A path under the root."""
+        return "/".join([self.path, *parts])
+
+    def service_dir(self, service_sid: str) -> str:
+        """The partition of one service."""
+        return self.join(f"service_sid={service_sid}")
+
+    def snapshot_dir(self, service_sid: str, key: str) -> str:
+        """The folder of one snapshot."""
+        return self.join(f"service_sid={service_sid}", f"snapshot={key}")
+
+    def show(self, path: str) -> str:
+        """The path as a user would type it: a local path, or a URL."""
+        return path if self.local else str(self.fs.unstrip_protocol(path))
+
+    @contextlib.contextmanager
+    def lock(self, timeout: float | None) -> Iterator[None]:
+        """Hold the dataset's lock; released by the OS if the process dies.
+
+        Args:
+            timeout: Seconds to wait for another run; 0 tries once, None
+                waits as long as it takes.
+
+        Raises:
+            DatasetLockedError: Another run held it for ``timeout`` seconds.
+        """
+        path = self._lock_path()
+        lock = filelock.FileLock(
+            path,
+            thread_local=False,
+            fallback_to_soft=False,  # a soft lock would outlive a crashed run
+            preserve_lock_file=True,
+        )
+        try:
+            lock.acquire(timeout=-1 if timeout is None else timeout)
+        except filelock.Timeout:
+            raise DatasetLockedError(
+                f"another conv-frames run is writing to {self.show(self.path)} "
+                f"(it holds {path}); nothing was exported. Let it finish, or wait "
+                "for it with lock_timeout (--wait SECONDS)"
+            ) from None
+        except OSError as error:
+            raise ExportError(f"could not lock {path}: {error}") from error
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _lock_path(self) -> str:
+        if self.local:
+            return self.join(LOCK_NAME)
+        folder = _cache_folder() / "locks"
+        with export_errors(str(folder)):
+            folder.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(self.show(self.path).encode()).hexdigest()[:24]
+        return str(folder / f"{digest}.lock")
+
+    @contextlib.contextmanager
+    def staging(self, label: str) -> Iterator[Path]:
+        """Yield an empty local folder to write a snapshot in; remove it after.
+
+        On a local root it is in ``.staging``, so that it can be renamed into
+        place; for an object store it is a temporary folder to upload from.
+        """
+        with export_errors(self.show(self.join(STAGING_NAME))):
+            if self.local:
+                base = Path(self.join(STAGING_NAME))
+                base.mkdir(exist_ok=True)
+                # mkdir, not mkdtemp: the folder becomes the snapshot, so it
+                # needs the usual permissions rather than owner-only ones.
+                folder = base / f"{label}-{uuid.uuid4().hex[:12]}"
+                folder.mkdir()
+            else:
+                folder = Path(tempfile.mkdtemp(prefix="conv-frames-"))
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)  # gone once published here
+
+    def publish(
+        self, staging: Path, service_sid: str, key: str, manifest: bytes
+    ) -> str:
+        """Put a complete staged snapshot in place, its manifest last.
+
+        Returns:
+            Where it was published, as :meth:`show` spells it.
+
+        Raises:
+            ExportError: It could not be written, or the key is taken; no
+                part of it is visible.
+        """
+        final = self.snapshot_dir(service_sid, key)
+        with export_errors(self.show(final)):
+            if self.local:
+                self._publish_by_rename(staging, final, manifest)
+            else:
+                self._publish_by_upload(staging, final, manifest)
+        return self.show(final)
+
+    def _publish_by_rename(self, staging: Path, final: str, manifest: bytes) -> None:
+        _write_synced(staging / MANIFEST_NAME, manifest)
+        _fsync_folder(staging)
+        target = Path(final)
+        target.parent.mkdir(exist_ok=True)
+        if target.exists():
+            raise FileExistsError(17, _EXISTS)
+        os.rename(staging, target)  # one atomic step within a filesystem
+        _fsync_folder(target.parent)
+
+    def _publish_by_upload(self, staging: Path, final: str, manifest: bytes) -> None:
+        if self.fs.exists(f"{final}/{MANIFEST_NAME}"):
+            raise FileExistsError(17, _EXISTS)
+        uploaded: list[str] = []
+        try:
+            for local in sorted(staging.glob("*.parquet")):
+                remote = f"{final}/{local.name}"
+                uploaded.append(remote)
+                self.fs.put_file(str(local), remote)
+                if int(self.fs.info(remote)["size"]) != local.stat().st_size:
+                    raise OSError(f"{remote} did not arrive whole")
+            self.fs.pipe_file(f"{final}/{MANIFEST_NAME}", manifest)
+        except BaseException:
+            # Without a manifest the files are invisible to our readers;
+            # remove them now rather than leave them to the next run's sweep.
+            with contextlib.suppress(Exception):
+                self.fs.rm(uploaded)
+            raise
+
+    def remove(self, service_sid: str, key: str) -> None:
+        """Delete a snapshot so that no reader sees part of it."""
+        folder = self.snapshot_dir(service_sid, key)
+        if self.local:
+            # Out of the layout in one rename, then deleted at leisure.
+            trash = Path(self.join(STAGING_NAME, f"deleted-{uuid.uuid4().hex[:12]}"))
+            trash.parent.mkdir(exist_ok=True)
+            os.rename(folder, trash)
+            shutil.rmtree(trash)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(f"{folder}/{MANIFEST_NAME}")
+            self.fs.rm(folder, recursive=True)
+
+    def sweep(self, listing: Listing) -> Listing:
+        """Remove what interrupted runs left behind; hold the lock to call it.
+
+        Returns:
+            The listing without the removed snapshots.
+        """
+        if self.local:
+            staging = Path(self.join(STAGING_NAME))
+            for leftover in sorted(staging.glob("*")) if staging.is_dir() else []:
+                logger.info("removing %s, left by an earlier run", leftover)
+                shutil.rmtree(leftover, ignore_errors=True)
+            return listing
+        for service_sid, key in listing.incomplete():
+            folder = self.snapshot_dir(service_sid, key)
+            logger.warning(
+                "removing %s: it has no manifest, so the run that wrote it stopped "
+                "before publishing it",
+                self.show(folder),
+            )
+            with export_errors(self.show(folder)):
+                self.fs.rm(folder, recursive=True)
+            del listing.files[(service_sid, key)]
+        return listing
+
+    def read_manifest(self, service_sid: str, key: str) -> dict[str, Any]:
+        """Read and check one snapshot's manifest.
+
+        Raises:
+            SnapshotError: It is missing, unreadable, or from a newer layout.
+        """
+        path = f"{self.snapshot_dir(service_sid, key)}/{MANIFEST_NAME}"
+        shown = self.show(path)
+        try:
+            manifest = orjson.loads(self.fs.cat_file(path))
+        except (OSError, orjson.JSONDecodeError) as error:
+            raise SnapshotError(f"cannot read {shown}: {error}") from error
+        if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+            raise SnapshotError(f"{shown} is not a conv_frames snapshot manifest")
+        version = manifest.get("schema_version")
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise SnapshotError(
+                f"{shown} has schema_version {version!r}, and this conv_frames reads "
+                f"up to {SCHEMA_VERSION}: upgrade conv_frames to read it"
+            )
+        files = manifest.get("files")
+        if not isinstance(files, list) or len(files) != 1:
+            raise SnapshotError(f"{shown} should list exactly one data file")
+        return manifest
+
+    def read_file(self, service_sid: str, key: str, entry: Mapping[str, Any]) -> bytes:
+        """Read a data file of a snapshot, checked against its manifest entry.
+
+        Raises:
+            SnapshotError: It is missing, or its size or SHA-256 differs.
+        """
+        path = f"{self.snapshot_dir(service_sid, key)}/{entry['path']}"
+        shown = self.show(path)
+        try:
+            data: bytes = self.fs.cat_file(path)
+        except OSError as error:
+            raise SnapshotError(f"cannot read {shown}: {error}") from error
+        problem = None
+        if len(data) != entry["bytes"]:
+            problem = f"it has {len(data)} bytes, the manifest says {entry['bytes']}"
+        elif hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            problem = "its SHA-256 differs from the manifest's"
+        if problem:
+            raise SnapshotError(
+                f"{shown} is not the file that was published: {problem}"
+            )
+        return data
+
+
+@dataclass
+class Listing:
+    """The snapshot folders of a dataset and the files in each.
+
+    Attributes:
+        files: File names by ``(service_sid, key)``.
+    """
+
+    files: dict[tuple[str, str], set[str]]
+
+    @classmethod
+    def scan(cls, dataset: Dataset) -> Listing:
+        """List the dataset once: one recursive listing on an object store."""
+        dataset.fs.invalidate_cache(dataset.path)
+        try:
+            paths: list[str] = list(dataset.fs.find(dataset.path))
+        except FileNotFoundError:
+            paths = []
+        files: dict[tuple[str, str], set[str]] = {}
+        for path in paths:
+            parts = path[len(dataset.path) + 1 :].split("/")
+            if len(parts) != 3:
+                continue
+            service = _SERVICE_DIR.fullmatch(parts[0])
+            snapshot = _SNAPSHOT_DIR.fullmatch(parts[1])
+            if service and snapshot:
+                key = (service.group(1), snapshot.group(1))
+                files.setdefault(key, set()).add(parts[2])
+        return cls(files)
+
+    def services(self) -> list[str]:
+        """Services with a snapshot folder, published or not, sorted."""
+        return sorted({service_sid for service_sid, _ in self.files})
+
+    def published(self, service_sid: str) -> list[str]:
+        """Keys of the service's snapshots that have a manifest, oldest first."""
+        return sorted(
+            key
+            for (sid, key), names in self.files.items()
+            if sid == service_sid and MANIFEST_NAME in names
+        )
+
+    def incomplete(self) -> list[tuple[str, str]]:
+        """``(service_sid, key)`` of snapshot folders without a manifest."""
+        return sorted(
+            where for where, names in self.files.items() if MANIFEST_NAME not in names
+        )
+
+    def newest(self) -> str | None:
+        """The newest key of any folder, published or not."""
+        return max((key for _, key in self.files), default=None)
+
+
+def next_snapshot_key(listing: Listing, now: datetime) -> str:
+    """Key of a run starting ``now``: its UTC second, after every existing key."""
+    key = now.strftime(_KEY_FORMAT)
+    newest = listing.newest()
+    if newest is not None and newest >= key:
+        after = datetime.strptime(newest, _KEY_FORMAT) + timedelta(seconds=1)
+        key = after.strftime(_KEY_FORMAT)
+    return key
+
+
+def is_snapshot_key(text: str) -> bool:
+    """Whether ``text`` is spelled like a snapshot key (``2026-12-04T020000Z``)."""
+    return _KEY.fullmatch(text) is not None
+
+
+def describe_file(path: Path) -> dict[str, Any]:
+    """A manifest entry for a data file: name, rows, bytes and SHA-256."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return {
+        "path": path.name,
+        "rows": pq.ParquetFile(path).metadata.num_rows,
+        "bytes": path.stat().st_size,
+        "sha256": digest.hexdigest(),
+    }
+
+
+def dump_manifest(manifest: Mapping[str, Any]) -> bytes:
+    """The manifest as the JSON text that is written."""
+    return orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+@contextlib.contextmanager
+def export_errors(where: str) -> Iterator[None]:
+    """Turn OS errors while writing the dataset into an ExportError."""
+    try:
+        yield
+    except OSError as error:
+        raise ExportError(
+            f"could not write {where}: {error.strerror or error}; published "
+            "snapshots are untouched"
+        ) from error
+
+
+def _cache_folder() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "conv_frames"
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with path.open("xb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_folder(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

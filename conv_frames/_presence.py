@@ -1,0 +1,774 @@
+"""Presence: fill ``is_online`` and ``is_notifiable`` by fetching users one by one.
+
+The list endpoint always says null for both fields; only
+``GET /v1/Services/{service}/Users/{user}`` reports them. A large service
+needs one request per user, so the fetches run in a pool of threads whose
+width adapts to the server (issue #5):
+
+- :class:`AdaptiveLimit` caps the requests in flight. It grows while answers
+  come back clean and shrinks when the server pushes back (AIMD), so the pool
+  finds an account's concurrency limit without being told it.
+- Each fetch is one :meth:`Transport.get_json`, so the retry policy
+  (``Retry-After`` honoured and capped, backoff with jitter), the error
+  mapping and the redaction of credentials are the ones every other request
+  gets. The transport's ``sleep`` hook is where the pool learns of a retry:
+  the fetch hands its slot back for the wait, and the limit shrinks.
+
+Every user is fetched once (duplicate SIDs too), and every user is either
+filled or accounted for: a failure raises, or in lenient mode leaves a null
+that is counted in ``attrs["presence_failed"]`` and logged once.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import quote
+
+import pandas as pd
+import pyarrow as pa
+import requests
+from requests.adapters import HTTPAdapter
+from requests.utils import get_environ_proxies
+
+from ._config import Credentials, check_service_sid
+from ._errors import (
+    APIError,
+    ConfigurationError,
+    ConvFramesError,
+    SchemaError,
+    TransportError,
+)
+from ._progress import Progress, ProgressReporter
+from ._transport import LoadStats, RetryPolicy, Sleep, Timeout, Transport
+
+__all__ = [
+    "DEFAULT_MAX_CONCURRENCY",
+    "AdaptiveLimit",
+    "Answer",
+    "Cancelled",
+    "PresenceErrors",
+    "PresenceFetcher",
+    "Ticket",
+    "check_presence_errors",
+    "fill_presence",
+    "pool_session",
+    "with_presence",
+]
+
+logger = logging.getLogger(__name__)
+
+PresenceErrors = Literal["raise", "null"]
+Presence = tuple[bool | None, bool | None]
+UserKey = tuple[str, str]  # (service SID, user SID)
+Answer = Literal["clean", "pushback", "none"]
+
+#: Requests in flight at most, unless the caller says otherwise.
+DEFAULT_MAX_CONCURRENCY = 32
+#: Requests in flight when a fill starts; slow start doubles it each round trip.
+DEFAULT_INITIAL_CONCURRENCY = 4
+#: Seconds between two progress reports (and two looks at the backlog).
+_TICK = 0.1
+#: Longest wait for a slot before looking again, in seconds.
+_POLL = 0.25
+#: Longest wait, in round trips, between two probes past a refused level.
+_MAX_PATIENCE = 64
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """One admitted request: the decrease epoch and the in-flight count it saw."""
+
+    epoch: int
+    in_flight: int
+
+
+class Cancelled(Exception):
+    """Raised to a worker waiting for a slot when the fill stops early."""
+
+
+class AdaptiveLimit:
+    """How many requests may be in flight: AIMD, steered by the server's answers.
+
+    - Slow start: each clean answer adds a slot (the limit doubles every
+      round trip) until the server first pushes back.
+    - Additive increase: after that, one slot per round trip of clean answers.
+    - Multiplicative decrease: pushback (a 429, or any fault the transport
+      retries) cuts the limit to ``decrease`` times what was in flight when
+      the refused request was sent, once per round trip: answers to requests
+      sent before the last cut do not cut again.
+    - Memory: the in-flight level of the last pushback is kept. Growing past
+      it is slower, each refused probe doubling the wait before the next, and
+      stops while ``probing`` is off (the pool turns it off near the end of
+      the work, where a refused request would wait out its ``Retry-After``
+      after all the rest is done).
+
+    Args:
+        maximum: Never more in flight than this (the account's limit, if known).
+        initial: In flight at the start; at most ``maximum``.
+        decrease: Factor applied on pushback, between 0 and 1.
+    """
+
+    def __init__(
+        self,
+        maximum: int,
+        *,
+        initial: int = DEFAULT_INITIAL_CONCURRENCY,
+        decrease: float = 0.7,
+    ) -> None:
+        self.maximum = maximum
+        self.limit = float(min(initial, maximum))
+        self.decrease = decrease
+        self.probing = True
+        self.in_flight = 0
+        self.peak = 0
+        self.pushbacks = 0
+        self._slow_start = True
+        self._ceiling: int | None = None
+        self._patience = 1.0
+        self._epoch = 0
+        self._cancelled = False
+        self._condition = threading.Condition()
+
+    def __repr__(self) -> str:
+        return (
+            f"<AdaptiveLimit {self.limit:.2f} of {self.maximum}, "
+            f"{self.in_flight} in flight, ceiling {self._ceiling}>"
+        )
+
+    @property
+    def ceiling(self) -> int | None:
+        """In flight at the last pushback, until the server takes more again."""
+        return self._ceiling
+
+    @property
+    def at_floor(self) -> bool:
+        """Whether the limit is down to one request in flight."""
+        return self.limit < 2
+
+    def acquire(self) -> Ticket:
+        """Wait for a slot and take it.
+
+        Raises:
+            Cancelled: :meth:`cancel` was called.
+        """
+        with self._condition:
+            while self.in_flight >= max(1, int(self.limit)):
+                if self._cancelled:
+                    raise Cancelled
+                # Bounded, so that a slot freed without a wake-up is found soon.
+                self._condition.wait(_POLL)
+            if self._cancelled:
+                raise Cancelled
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            return Ticket(self._epoch, self.in_flight)
+
+    def release(self, ticket: Ticket, answer: Answer, *, wake: bool = False) -> None:
+        """Give a slot back, learning from how its request went.
+
+        Args:
+            ticket: What :meth:`acquire` returned.
+            answer: ``"clean"`` (the server answered at ease), ``"pushback"``
+                (a 429 or a fault to retry) or ``"none"`` (nothing learnt).
+            wake: Wake a waiting worker: the caller will not ask again soon.
+                A worker that asks again at once needs no one woken, and a
+                woken thread would find the slot taken.
+        """
+        with self._condition:
+            self.in_flight -= 1
+            before = max(1, int(self.limit))
+            self.learn(ticket, answer)
+            opened = max(1, int(self.limit)) - before
+            if opened > 0 or wake:
+                self._condition.notify(max(opened, 0) + int(wake))
+
+    def learn(self, ticket: Ticket, answer: Answer) -> None:
+        """Adjust the limit to one answer, keeping the slot."""
+        with self._condition:
+            if answer == "clean":
+                self._grow()
+            elif answer == "pushback":
+                self._shrink(ticket)
+
+    def cancel(self) -> None:
+        """Wake every waiting worker with :class:`Cancelled`; admit no one again."""
+        with self._condition:
+            self._cancelled = True
+            self._condition.notify_all()
+
+    def _grow(self) -> None:
+        # Called once the slot is back: with it, were the slots (nearly) all used?
+        if self.in_flight + 1 < int(self.limit) - 1:
+            return  # the limit was not in use: this says nothing about it
+        if self._slow_start:
+            step = 1.0
+        elif self._ceiling is None or self.limit + 1 < self._ceiling:
+            step = 1.0 / self.limit
+        elif self.probing:
+            step = 1.0 / (self.limit * self._patience)
+        else:
+            step = 0.0
+        self.limit = min(float(self.maximum), self.limit + step)
+        if self._ceiling is not None and self.limit >= self._ceiling + 1:
+            self._ceiling = None  # the server now takes more than it did
+            self._patience = 1.0
+
+    def _shrink(self, ticket: Ticket) -> None:
+        self.pushbacks += 1
+        if ticket.epoch != self._epoch:
+            return  # sent before the last cut, which already answered this
+        if self._ceiling is not None:
+            self._patience = min(self._patience * 2, _MAX_PATIENCE)
+        self._ceiling = ticket.in_flight
+        self._slow_start = False
+        self._epoch += 1
+        self.limit = max(1.0, min(self.limit, ticket.in_flight) * self.decrease)
+
+
+@dataclass
+class _Outcome:
+    """What a pool run found, filled in by the workers."""
+
+    presence: dict[UserKey, Presence] = field(default_factory=dict)
+    failed: dict[UserKey, ConvFramesError] = field(default_factory=dict)
+    fatal: BaseException | None = None
+
+
+class PresenceFetcher:
+    """Fetches users one by one in an adaptive pool, for one set of credentials.
+
+    Args:
+        credentials: Whose users, and the basic-auth pair.
+        base_url: The API root; every request goes there.
+        timeout, retry, sleep, session: As the client's transport uses them.
+        max_concurrency: Requests in flight at most.
+        initial_concurrency: Requests in flight at the start.
+    """
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        base_url: str,
+        *,
+        timeout: Timeout,
+        retry: RetryPolicy,
+        sleep: Sleep = time.sleep,
+        session: requests.Session | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        initial_concurrency: int | None = None,
+    ) -> None:
+        _check_concurrency(max_concurrency, initial_concurrency)
+        self.credentials = credentials
+        self.base_url = base_url
+        self.timeout = timeout
+        self.retry = retry
+        self.sleep = sleep
+        self.session = session
+        self.max_concurrency = max_concurrency
+        self.initial_concurrency = min(
+            initial_concurrency or DEFAULT_INITIAL_CONCURRENCY, max_concurrency
+        )
+
+    def fill(
+        self,
+        frame: pd.DataFrame,
+        *,
+        errors: PresenceErrors = "raise",
+        progress: Progress = None,
+    ) -> pd.DataFrame:
+        """Return a copy of ``frame`` with ``is_online`` and ``is_notifiable`` filled.
+
+        See :func:`conv_frames.fill_presence`.
+        """
+        check_presence_errors(errors)
+        keys = _user_keys(frame)
+        unique = list(dict.fromkeys(keys))
+        started = datetime.now(UTC)
+        clock = time.perf_counter()
+
+        run = _PoolRun(self, unique, errors=errors)
+        outcome = run.execute(progress)
+
+        attrs: dict[str, Any] = {
+            "presence_fetched_at": started.isoformat(),
+            "presence_users": len(unique),
+            "presence_failed": len(outcome.failed),
+            "presence_requests": run.requests,
+            "presence_retries": run.retries,
+            "presence_max_concurrency": self.max_concurrency,
+            "presence_peak_concurrency": run.limit.peak,
+            "presence_concurrency": max(1, int(run.limit.limit)),
+            "presence_seconds": round(time.perf_counter() - clock, 3),
+        }
+        filled = _filled_frame(frame, keys, outcome.presence)
+        filled.attrs.update(attrs)
+        _log_fill(attrs, outcome)
+        return filled
+
+
+class _PoolRun:
+    """One fill: the worker threads, their shared queue, and what they found."""
+
+    def __init__(
+        self, fetcher: PresenceFetcher, keys: list[UserKey], *, errors: PresenceErrors
+    ) -> None:
+        self.fetcher = fetcher
+        self.errors = errors
+        self.total = len(keys)
+        self.limit = AdaptiveLimit(
+            fetcher.max_concurrency, initial=fetcher.initial_concurrency
+        )
+        self.outcome = _Outcome()
+        self._queue = collections.deque(keys)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._running = 0
+        self._stats: list[LoadStats] = []
+        self._held = threading.local()  # each worker's ticket, for the sleep hook
+        self._last_wait = 1.0  # seconds the last retry waited
+        self._clock = time.perf_counter()
+
+    @property
+    def requests(self) -> int:
+        """HTTP requests sent so far."""
+        return sum(stats.requests for stats in self._stats)
+
+    @property
+    def retries(self) -> int:
+        """Requests that repeated an earlier one after a fault or a 429."""
+        return sum(stats.retries for stats in self._stats)
+
+    @property
+    def settled(self) -> int:
+        """Users filled or given up on."""
+        return len(self.outcome.presence) + len(self.outcome.failed)
+
+    def execute(self, progress: Progress) -> _Outcome:
+        """Fetch every user; raise the first failure unless lenient."""
+        if not self.total:
+            return self.outcome
+        # A worker waiting out a backoff holds no slot: spares take it meanwhile.
+        count = min(self.total, 2 * self.fetcher.max_concurrency)
+        transport = self._transport(count)
+        workers = [
+            threading.Thread(
+                target=self._work,
+                args=(transport,),
+                name=f"conv-frames-presence-{index}",
+                daemon=True,
+            )
+            for index in range(count)
+        ]
+        self._running = count
+        with ProgressReporter(progress, task="presence", total=self.total) as report:
+            try:
+                for worker in workers:
+                    worker.start()
+                self._watch(report)
+            finally:
+                self._stop.set()
+                self.limit.cancel()
+                for worker in workers:
+                    worker.join()
+                if self.fetcher.session is None:
+                    transport.close()  # a session of the caller's stays open
+            if self.outcome.fatal is not None:
+                raise self.outcome.fatal
+            report.finish(self.settled, **self._counts())
+        return self.outcome
+
+    def _transport(self, workers: int) -> Transport:
+        fetcher = self.fetcher
+        session = fetcher.session
+        if session is None:
+            # TODO(#4): pass no session, for the transport's faster lane, once
+            # its pool keeps a connection per worker rather than one.
+            session = pool_session(fetcher.base_url, workers)
+        return Transport(
+            fetcher.credentials,
+            timeout=fetcher.timeout,
+            retry=fetcher.retry,
+            sleep=self._back_off,
+            session=session,
+        )
+
+    def _back_off(self, seconds: float) -> None:
+        """The transport's sleep: a request failed and is retried after ``seconds``.
+
+        The fetch hands its slot to another worker while it waits, and the
+        limit shrinks. At one request in flight the slot is kept instead, so
+        that nothing at all is sent until the wait is over.
+        """
+        ticket: Ticket = self._held.ticket
+        self._held.waited += seconds
+        self._last_wait = seconds
+        if self.limit.at_floor:
+            self.limit.learn(ticket, "pushback")
+            self._wait(seconds)
+            return
+        self._held.ticket = None
+        self.limit.release(ticket, "pushback", wake=True)
+        self._wait(seconds)
+        self._held.ticket = self.limit.acquire()
+
+    def _wait(self, seconds: float) -> None:
+        if self.fetcher.sleep is time.sleep:
+            self._stop.wait(seconds)  # gives way at once when the fill stops
+        else:
+            self.fetcher.sleep(seconds)
+
+    def _watch(self, report: ProgressReporter) -> None:
+        """Report progress and steer probing until the workers are done."""
+        while not self._done.wait(_TICK):
+            self.limit.probing = self._worth_probing()
+            report.update(self.settled, **self._counts())
+
+    def _worth_probing(self) -> bool:
+        # A refused probe waits before its retry (Retry-After: about a second
+        # on Twilio); near the end that wait would outlast the remaining work.
+        elapsed = time.perf_counter() - self._clock
+        rate = self.settled / elapsed if elapsed > 0 else 0.0
+        return len(self._queue) > 1.5 * rate * self._last_wait
+
+    def _counts(self) -> dict[str, int]:
+        return {
+            "requests": self.requests,
+            "retries": self.retries,
+            "concurrency": max(1, int(self.limit.limit)),
+        }
+
+    def _work(self, transport: Transport) -> None:
+        stats = LoadStats()
+        with self._lock:
+            self._stats.append(stats)
+        self._held.ticket = None
+        try:
+            while not self._stop.is_set() and self._work_on_one(transport, stats):
+                pass
+        except Cancelled:
+            pass
+        except BaseException as error:  # a bug: stop, and hand it to the caller
+            self._fatal(error)
+        finally:
+            self._leave()
+
+    def _work_on_one(self, transport: Transport, stats: LoadStats) -> bool:
+        """Fetch the next user in a slot; False when there is none left."""
+        self._held.ticket = self.limit.acquire()
+        key = self._next()
+        if key is None:
+            return False
+        answer: Answer = "none"
+        try:
+            self.outcome.presence[key] = self._fetch(transport, key, stats)
+            answer = "clean"
+        except ConvFramesError as error:
+            if isinstance(error, APIError) and not error.is_transient:
+                answer = "clean"  # a prompt 404 still says the server is at ease
+            self._failed(key, error)
+        finally:
+            ticket, self._held.ticket = self._held.ticket, None
+            if ticket is not None:
+                self.limit.release(ticket, answer)
+        return True
+
+    def _leave(self) -> None:
+        ticket, self._held.ticket = self._held.ticket, None
+        if ticket is not None:
+            self.limit.release(ticket, "none", wake=True)
+        with self._lock:
+            self._running -= 1
+            if not self._running:
+                self._done.set()
+
+    def _next(self) -> UserKey | None:
+        with self._lock:
+            return self._queue.popleft() if self._queue else None
+
+    def _fetch(self, transport: Transport, key: UserKey, stats: LoadStats) -> Presence:
+        service_sid, user_sid = key
+        url = (
+            f"{self.fetcher.base_url}/v1/Services/{service_sid}"
+            f"/Users/{quote(user_sid, safe='')}"
+        )
+        self._held.waited = 0.0
+        while True:
+            try:
+                body = transport.get_json(url, stats)
+            except APIError as error:
+                if not self._worth_another_round(error):
+                    raise
+                # 429 through all of the transport's attempts: the pool has
+                # slowed down meanwhile, so a 429 spends time, not attempts.
+                wait = 1.0 if error.retry_after is None else error.retry_after
+                logger.warning(
+                    "still answered 429 after %d attempts; waiting %.2f s and "
+                    "trying again: %s",
+                    error.attempts,
+                    wait,
+                    error.url,
+                )
+                stats.retries += 1
+                self._back_off(min(wait, self.fetcher.retry.max_retry_wait))
+                continue
+            return _read_presence(body, user_sid)
+
+    def _worth_another_round(self, error: APIError) -> bool:
+        waited: float = self._held.waited
+        return error.status == 429 and waited < self.fetcher.retry.max_total_wait
+
+    def _failed(self, key: UserKey, error: ConvFramesError) -> None:
+        if self.errors == "null" and _concerns_one_user(error):
+            with self._lock:
+                self.outcome.failed[key] = error
+            return
+        self._fatal(error)
+
+    def _fatal(self, error: BaseException) -> None:
+        with self._lock:
+            if self.outcome.fatal is None:
+                self.outcome.fatal = error
+        self._stop.set()
+        self.limit.cancel()
+
+
+def fill_presence(
+    frame: pd.DataFrame,
+    *,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    initial_concurrency: int | None = None,
+    errors: PresenceErrors = "raise",
+    progress: Progress = None,
+    **client_options: Any,
+) -> pd.DataFrame:
+    """Fill ``is_online`` and ``is_notifiable`` by fetching each user of a frame.
+
+    The list endpoint never reports presence, so each user is fetched from
+    ``/v1/Services/{chat_service_sid}/Users/{sid}`` by a pool of threads. The
+    pool starts at ``initial_concurrency`` requests in flight and adapts:
+    clean answers widen it (up to ``max_concurrency``), answers of 429 and
+    other faults narrow it. Failed requests are retried as :func:`load_users`
+    retries them (``Retry-After`` honoured), except that a 429 costs time,
+    not attempts: it is retried for up to ``max_total_wait`` seconds. Each
+    distinct user is fetched once, and never again once fetched.
+
+    A null in the result means the API said null (the service's reachability
+    is off, or the user has no such state); it is never turned into False.
+
+    Args:
+        frame: Users as :func:`load_users` returns them: a ``sid`` column, and
+            ``chat_service_sid`` (else ``attrs["service_sid"]``).
+        max_concurrency: Never more requests in flight than this. Give the
+            account's concurrency limit if you know it; the pool finds it
+            anyway, at the cost of a few 429 answers.
+        initial_concurrency: Requests in flight at the start (default 4).
+        errors: ``"raise"`` (default): the first user that cannot be fetched
+            stops the fill with its error. ``"null"``: a user that is gone
+            (404) or whose fetch outlasted the retries is left null, counted
+            in ``attrs["presence_failed"]`` and logged once; errors that
+            concern every user (401, 403) still raise.
+        progress: None shows a bar where someone watches, True or False
+            forces it, a callable gets :class:`ProgressEvent` objects.
+        **client_options: The options of :class:`Client` (credentials,
+            ``base_url``, timeouts, ``max_attempts``...). A ``session`` given
+            there carries the fetches as it is: give its adapter a pool of
+            ``2 * max_concurrency`` connections, or urllib3 drops the extra
+            ones (and says so in a warning).
+
+    Returns:
+        A copy of ``frame`` with both columns filled, and in ``attrs``:
+        ``presence_fetched_at`` (when the fill started, UTC ISO 8601),
+        ``presence_users``, ``presence_failed``, ``presence_requests``,
+        ``presence_retries``, ``presence_max_concurrency``,
+        ``presence_peak_concurrency`` (most requests in flight),
+        ``presence_concurrency`` (the pool's limit at the end: the account's
+        limit as the pool found it) and ``presence_seconds``.
+
+    Raises:
+        ConfigurationError: Bad arguments or credentials, or a frame without
+            SIDs; nothing was sent.
+        APIError, TransportError, SchemaError: A user's fetch failed for good.
+
+    Example:
+        >>> users = conv_frames.load_users("IS...")  # doctest: +SKIP
+        >>> users = conv_frames.fill_presence(users)  # doctest: +SKIP
+    """
+    from ._client import Client  # imported here: the client imports this module
+
+    with Client(**client_options) as client:
+        return client.fill_presence(
+            frame,
+            max_concurrency=max_concurrency,
+            initial_concurrency=initial_concurrency,
+            errors=errors,
+            progress=progress,
+        )
+
+
+def pool_session(base_url: str, connections: int) -> requests.Session:
+    """A session that keeps a connection per worker, set up once for all requests.
+
+    Left to itself, requests keeps ten connections to a host and logs each one
+    it drops past that; and it reads the proxy and CA settings from the
+    environment again on every request, walking all of ``os.environ`` twice,
+    which costs more than the request itself when a fill sends one per user.
+    """
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=connections)
+    session.mount(base_url + "/", adapter)
+    # A user is under a kilobyte: inflating it would cost more than it saves.
+    session.headers["Accept-Encoding"] = "identity"
+    session.proxies = {**get_environ_proxies(base_url), **session.proxies}
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle and base_url.startswith("https:"):
+        session.verify = bundle
+    session.trust_env = False
+    return session
+
+
+def with_presence(table: pa.Table, frame: pd.DataFrame) -> pa.Table:
+    """Return ``table`` with the presence columns of ``frame`` (same rows, in order)."""
+    for name in ("is_online", "is_notifiable"):
+        column = pa.array(frame[name], type=pa.bool_(), from_pandas=True)
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    return table
+
+
+def check_presence_errors(errors: str) -> None:
+    """Refuse an ``errors`` mode other than ``"raise"`` or ``"null"``."""
+    if errors not in ("raise", "null"):
+        raise ConfigurationError(
+            f"presence errors={errors!r} is not supported; use 'raise' or 'null'"
+        )
+
+
+def _check_concurrency(maximum: object, initial: object) -> None:
+    checked = [("max_concurrency", maximum)]
+    if initial is not None:
+        checked.append(("initial_concurrency", initial))
+    for name, value in checked:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(
+                f"{name}={value!r} must be an integer >= 1 (requests in flight)"
+            )
+
+
+def _user_keys(frame: pd.DataFrame) -> list[UserKey]:
+    """Each row's (service SID, user SID), checked before any request."""
+    if "sid" not in frame.columns:
+        raise ConfigurationError(
+            "the frame has no 'sid' column; pass users as load_users returns them"
+        )
+    services = _service_sids(frame)
+    keys = []
+    for position, (service, sid) in enumerate(zip(services, frame["sid"], strict=True)):
+        if not isinstance(sid, str) or not sid:
+            raise ConfigurationError(
+                f"row {position} has no user SID ({sid!r}); presence is fetched by SID"
+            )
+        keys.append((service, sid))
+    for service in set(services):
+        check_service_sid(service)
+    return keys
+
+
+def _service_sids(frame: pd.DataFrame) -> list[str]:
+    fallback = frame.attrs.get("service_sid")
+    if "chat_service_sid" in frame.columns:
+        values = [
+            value if isinstance(value, str) else fallback
+            for value in frame["chat_service_sid"].tolist()
+        ]
+    else:
+        values = [fallback] * len(frame)
+    if any(not isinstance(value, str) for value in values):
+        raise ConfigurationError(
+            "some rows have no chat_service_sid and frame.attrs has no "
+            "'service_sid'; presence needs the service of each user"
+        )
+    return [str(value) for value in values]
+
+
+def _read_presence(body: Any, sid: str) -> Presence:
+    if not isinstance(body, dict):
+        raise SchemaError(
+            f"the answer for user {sid} is a JSON {type(body).__name__}, "
+            "not a user object"
+        )
+    if body.get("sid") not in (None, sid):
+        raise SchemaError(f"asked for user {sid}, the API answered {body['sid']!r}")
+    values = []
+    for name in ("is_online", "is_notifiable"):
+        value = body.get(name)  # absent: the API did not say, so null
+        if value is not None and not isinstance(value, bool):
+            raise SchemaError(
+                f"field {name!r} of user {sid} is {value!r}, "
+                "expected true, false or null"
+            )
+        values.append(value)
+    return values[0], values[1]
+
+
+def _concerns_one_user(error: ConvFramesError) -> bool:
+    """Whether lenient mode may leave this user null and carry on."""
+    if isinstance(error, APIError):
+        return error.status == 404 or error.is_transient
+    return isinstance(error, TransportError | SchemaError)
+
+
+def _filled_frame(
+    frame: pd.DataFrame, keys: Sequence[UserKey], presence: Mapping[UserKey, Presence]
+) -> pd.DataFrame:
+    filled = frame.copy()
+    values = [presence.get(key, (None, None)) for key in keys]
+    for position, name in enumerate(("is_online", "is_notifiable")):
+        dtype = _boolean_dtype(frame[name] if name in frame.columns else None)
+        column = pd.array([value[position] for value in values], dtype=dtype)
+        filled[name] = pd.Series(column, index=frame.index, name=name)
+    return filled
+
+
+def _boolean_dtype(column: pd.Series[Any] | None) -> Any:
+    """Keep the frame's nullable boolean dtype (either backend); else ``boolean``."""
+    dtype = None if column is None else column.dtype
+    if isinstance(dtype, pd.BooleanDtype):
+        return dtype
+    if isinstance(dtype, pd.ArrowDtype) and pa.types.is_boolean(dtype.pyarrow_dtype):
+        return dtype
+    return pd.BooleanDtype()
+
+
+def _log_fill(attrs: Mapping[str, Any], outcome: _Outcome) -> None:
+    logger.info(
+        "filled presence of %d users in %.2f s (%d requests, %d retries, "
+        "at most %d in flight)",
+        attrs["presence_users"] - attrs["presence_failed"],
+        attrs["presence_seconds"],
+        attrs["presence_requests"],
+        attrs["presence_retries"],
+        attrs["presence_peak_concurrency"],
+    )
+    if outcome.failed:
+        (key, error), *_ = outcome.failed.items()
+        logger.warning(
+            "presence of %d users could not be fetched and is left null "
+            "(frame.attrs['presence_failed']); the first, %s: %s",
+            len(outcome.failed),
+            key[1],
+            error,
+        )
+    values = list(outcome.presence.values())
+    if values and all(value == (None, None) for value in values):
+        logger.warning(
+            "the API reported null presence for every user: is reachability "
+            "enabled on the service (Conversations > Services > Reachability)?"
+        )

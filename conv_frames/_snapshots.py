@@ -1,0 +1,650 @@
+"""Scheduled snapshots: export services into the dataset, and read them back.
+
+:func:`export_snapshots` is what ``conv-frames export --dataset`` runs: under
+the dataset's lock it picks the run's snapshot key, resolves the selected
+services (named, listed by ``/v1/Services``, the default one behind
+``/v1/Users``), streams each to Parquet in a staging folder, and publishes
+it with a manifest (see :mod:`conv_frames._dataset` for the layout). One
+service's failure is reported in its entry and leaves the others alone.
+:func:`read_snapshot` and :func:`list_snapshots` read published snapshots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ._client import Client
+from ._config import check_page_size, check_service_sid
+from ._dataset import (
+    MANIFEST_FORMAT,
+    PART_NAME,
+    SCHEMA_VERSION,
+    Dataset,
+    Listing,
+    SnapshotError,
+    describe_file,
+    dump_manifest,
+    is_snapshot_key,
+    next_snapshot_key,
+)
+from ._errors import ConfigurationError, ConvFramesError, SchemaError
+from ._frame import InvalidAttributes, check_dtype_backend, check_invalid_attributes
+from ._parquet import read_parquet
+from ._schema import DtypeBackend
+
+__all__ = [
+    "ServiceSnapshot",
+    "SnapshotRun",
+    "describe_column_changes",
+    "export_snapshots",
+    "list_snapshots",
+    "read_snapshot",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SERVICE_SOURCE = "/v1/Users"
+
+#: Users per Parquet row group in a snapshot. pyarrow's writer holds state for
+#: every row group until the file is closed, so one group per 50-user page
+#: would make memory grow with the service; groups of this size keep it flat
+#: (see benchmarks/bench_export_memory.py) and suit DuckDB, Polars and Spark.
+ROW_GROUP_ROWS = 16_384
+
+
+@dataclass(frozen=True)
+class ServiceSnapshot:
+    """What a run did for one service.
+
+    Attributes:
+        service_sid: The service; None when it could not be learnt (the
+            listing of services or the default-service lookup failed).
+        source: The list the users were read from (``/v1/Users`` for the
+            account's default service), or the request that failed.
+        snapshot: The run's snapshot key, such as ``"2026-12-04T020000Z"``.
+        path: Where the snapshot was published; None if it failed.
+        manifest: The published manifest; None if it failed.
+        error: Why it failed; None if it was published.
+        seconds: Time spent on this service.
+    """
+
+    service_sid: str | None
+    source: str
+    snapshot: str
+    path: str | None = None
+    manifest: Mapping[str, Any] | None = None
+    error: ConvFramesError | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the snapshot was published."""
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class SnapshotRun:
+    """The outcome of :func:`export_snapshots`.
+
+    Attributes:
+        root: The dataset root, as given.
+        snapshot: The key every snapshot of the run is published under.
+        services: One entry per selected service, in selection order.
+    """
+
+    root: str
+    snapshot: str
+    services: tuple[ServiceSnapshot, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every selected service was published."""
+        return all(service.ok for service in self.services)
+
+    @property
+    def failed(self) -> list[ServiceSnapshot]:
+        """The entries of the services that were not published."""
+        return [service for service in self.services if not service.ok]
+
+    def raise_for_failures(self) -> None:
+        """Raise the first failed service's error, if any service failed."""
+        for service in self.services:
+            if service.error is not None:
+                raise service.error
+
+
+def export_snapshots(
+    root: str | os.PathLike[str],
+    service_sids: Sequence[str] = (),
+    *,
+    all_services: bool = False,
+    default_service: bool = False,
+    keep: int | None = None,
+    max_workers: int = 4,
+    lock_timeout: float | None = 0.0,
+    page_size: int = 50,
+    max_pages: int | None = None,
+    invalid_attributes: InvalidAttributes = "raise",
+    storage_options: Mapping[str, Any] | None = None,
+    **client_options: Any,
+) -> SnapshotRun:
+    """Publish one snapshot of each selected service in the dataset at ``root``.
+
+    Each service streams to Parquet a page at a time, so memory does not grow
+    with its size. Services are exported concurrently, ``max_workers`` at
+    most; a service that fails is reported in its entry and does not stop
+    the others, nor touch earlier snapshots. Every snapshot of the run has
+    one key: the run's start in UTC to the second, or one second past the
+    newest key in the dataset, so that keys stay unique and in order.
+
+    Args:
+        root: The dataset folder, or an fsspec URL (``s3://bucket/users``).
+            A local root is created if its parent folder exists.
+        service_sids: Services to export (``IS...``), in order.
+        all_services: Also export every service ``GET /v1/Services`` lists.
+        default_service: Also export the account's default service, read
+            from ``GET /v1/Users`` (just once if selected otherwise too).
+        keep: Then keep only this many newest snapshots of each service
+            that was published.
+        max_workers: Services exported at once; each has one request in
+            flight, and all count against the account's rate limit.
+        lock_timeout: Seconds to wait for another run on ``root`` to end;
+            ``0`` gives up at once, ``None`` waits as long as it takes.
+        page_size, max_pages, invalid_attributes: See :func:`load_users`.
+        storage_options: Options of the fsspec filesystem (``endpoint_url``,
+            credentials...); by default s3fs reads the usual AWS settings.
+        **client_options: Options of :class:`Client` (credentials,
+            ``base_url``, retries...). A ``session`` given is shared.
+
+    Returns:
+        The run: its key and, per service, the path and manifest or the
+        error. :meth:`SnapshotRun.raise_for_failures` raises the first error.
+
+    Raises:
+        ConfigurationError: Bad arguments or credentials; nothing was sent.
+        DatasetLockedError: Another run held the lock past ``lock_timeout``.
+        ExportError: The dataset could not be opened, locked or cleaned.
+
+    Example:
+        >>> run = export_snapshots("users", all_services=True)  # doctest: +SKIP
+        >>> run.raise_for_failures()  # doctest: +SKIP
+    """
+    selected = _check_selection(service_sids, all_services, default_service)
+    _check_settings(keep, max_workers, lock_timeout, page_size, invalid_attributes)
+    with Client(**client_options) as client:  # credentials are checked first
+        dataset = Dataset.open(root, storage_options, create=True)
+        with dataset.lock(lock_timeout):
+            listing = dataset.sweep(Listing.scan(dataset))
+            key = next_snapshot_key(listing, datetime.now(UTC))
+            plan = _plan(client, selected, all_services, default_service, key)
+            settings = _Settings(
+                dataset=dataset,
+                snapshot=key,
+                listing=listing,
+                keep=keep,
+                page_size=page_size,
+                max_pages=max_pages,
+                invalid_attributes=invalid_attributes,
+                client_options=client_options,
+            )
+            services = _run_jobs(plan, settings, max_workers)
+    return SnapshotRun(os.fspath(root), key, tuple(services))
+
+
+def read_snapshot(
+    root: str | os.PathLike[str],
+    service_sid: str | None = None,
+    snapshot: str = "latest",
+    *,
+    dtype_backend: DtypeBackend = "numpy_nullable",
+    storage_options: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Read a published snapshot back to the frame :func:`load_users` returns.
+
+    Only snapshots with a manifest are read, and their file is checked
+    against the size and SHA-256 the manifest records.
+
+    Args:
+        root: The dataset folder or fsspec URL.
+        service_sid: The service; may be left out when the dataset has one.
+        snapshot: ``"latest"``, ``"previous"`` (the one before the latest)
+            or a key such as ``"2026-12-04T020000Z"``.
+        dtype_backend: ``"numpy_nullable"`` or ``"pyarrow"`` column dtypes.
+        storage_options: Options of the fsspec filesystem.
+
+    Returns:
+        The users, with the provenance of the load and ``"snapshot"`` (its
+        key) in ``DataFrame.attrs``.
+
+    Raises:
+        SnapshotError: No such published snapshot, or a file that is not
+            the one published.
+        ConfigurationError: ``snapshot`` is not a key, or the service is not
+            named and the dataset holds several.
+    """
+    check_dtype_backend(dtype_backend)
+    dataset = Dataset.open(root, storage_options)
+    listing = Listing.scan(dataset)
+    sid = _pick_service(listing, service_sid, dataset)
+    key = _pick_snapshot(listing, sid, snapshot, dataset)
+    (entry,) = dataset.read_manifest(sid, key)["files"]
+    data = dataset.read_file(sid, key, entry)
+    try:
+        frame = read_parquet(io.BytesIO(data), dtype_backend=dtype_backend)
+    except (SchemaError, pa.ArrowException) as error:
+        raise SnapshotError(
+            f"{dataset.show(dataset.snapshot_dir(sid, key))}/{entry['path']} is not "
+            f"a users export: {error}"
+        ) from error
+    frame.attrs["snapshot"] = key
+    return frame
+
+
+#: The columns of :func:`list_snapshots` and their dtypes.
+_LISTING_DTYPES = {
+    "service_sid": "string",
+    "snapshot": "string",
+    "rows": "Int64",
+    "started_at": "datetime64[us, UTC]",
+    "ended_at": "datetime64[us, UTC]",
+    "path": "string",
+}
+
+
+def list_snapshots(
+    root: str | os.PathLike[str],
+    service_sid: str | None = None,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """List the published snapshots of a dataset, oldest first per service.
+
+    Returns:
+        One row per snapshot: ``service_sid``, ``snapshot`` (its key),
+        ``rows``, ``started_at`` and ``ended_at`` (UTC) and ``path``.
+    """
+    dataset = Dataset.open(root, storage_options)
+    listing = Listing.scan(dataset)
+    services = listing.services()
+    if service_sid is not None:
+        services = [check_service_sid(service_sid)]
+    rows = []
+    for sid in services:
+        for key in listing.published(sid):
+            manifest = dataset.read_manifest(sid, key)
+            rows.append(
+                {
+                    "service_sid": sid,
+                    "snapshot": key,
+                    "rows": manifest["rows"],
+                    "started_at": manifest["started_at"],
+                    "ended_at": manifest["ended_at"],
+                    "path": dataset.show(dataset.snapshot_dir(sid, key)),
+                }
+            )
+    frame = pd.DataFrame(rows, columns=list(_LISTING_DTYPES))
+    return frame.astype(_LISTING_DTYPES)
+
+
+def describe_column_changes(
+    before: Mapping[str, str], after: Mapping[str, str]
+) -> list[str]:
+    """Name the columns added (``+``), removed (``-``) and retyped (``~``).
+
+    Args:
+        before: Column types by name, such as a manifest's ``columns``.
+        after: The same, later.
+    """
+    changes = [
+        f"+{name} ({kind})" for name, kind in after.items() if name not in before
+    ]
+    changes += [
+        f"-{name} ({kind})" for name, kind in before.items() if name not in after
+    ]
+    changes += [
+        f"~{name} ({before[name]} -> {kind})"
+        for name, kind in after.items()
+        if name in before and before[name] != kind
+    ]
+    return changes
+
+
+# --- selecting services -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Job:
+    service_sid: str
+    default: bool  # read through /v1/Users, as the account's default service
+
+    @property
+    def source(self) -> str:
+        if self.default:
+            return DEFAULT_SERVICE_SOURCE
+        return f"/v1/Services/{self.service_sid}/Users"
+
+
+@dataclass(frozen=True)
+class _Settings:
+    dataset: Dataset
+    snapshot: str
+    listing: Listing
+    keep: int | None
+    page_size: int
+    max_pages: int | None
+    invalid_attributes: InvalidAttributes
+    client_options: Mapping[str, Any]
+
+
+def _check_selection(
+    service_sids: Sequence[str], all_services: bool, default_service: bool
+) -> list[str]:
+    if isinstance(service_sids, str):
+        service_sids = [service_sids]
+    if not service_sids and not all_services and not default_service:
+        raise ConfigurationError(
+            "no service selected: name services, or ask for all_services or "
+            "default_service (--service, --all-services, --default-service)"
+        )
+    return list(dict.fromkeys(check_service_sid(sid) for sid in service_sids))
+
+
+def _check_settings(
+    keep: int | None,
+    max_workers: int,
+    lock_timeout: float | None,
+    page_size: int,
+    invalid_attributes: InvalidAttributes,
+) -> None:
+    check_page_size(page_size)
+    check_invalid_attributes(invalid_attributes)
+    if lock_timeout is not None and (
+        isinstance(lock_timeout, bool)
+        or not isinstance(lock_timeout, int | float)
+        or lock_timeout < 0
+    ):
+        raise ConfigurationError(
+            f"lock_timeout={lock_timeout!r} must be seconds >= 0, or None to wait "
+            "as long as the other run takes"
+        )
+    counts: dict[str, object] = {"max_workers": max_workers}
+    if keep is not None:
+        counts["keep"] = keep
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(f"{name}={value!r} must be an integer >= 1")
+
+
+def _plan(
+    client: Client,
+    selected: list[str],
+    all_services: bool,
+    default_service: bool,
+    key: str,
+) -> list[_Job | ServiceSnapshot]:
+    """Resolve the selection to jobs; a lookup that fails is a failed entry."""
+    plan: list[_Job | ServiceSnapshot] = [_Job(sid, False) for sid in selected]
+    chosen = set(selected)
+    if all_services:
+        try:
+            listed = _listed_services(client)
+        except ConvFramesError as error:
+            plan.append(ServiceSnapshot(None, "/v1/Services", key, error=error))
+        else:
+            plan += [_Job(sid, False) for sid in listed if sid not in chosen]
+            chosen.update(listed)
+
+    if default_service:
+        try:
+            sid = _default_service_sid(client)
+        except ConvFramesError as error:
+            plan.append(ServiceSnapshot(None, DEFAULT_SERVICE_SOURCE, key, error=error))
+        else:
+            if sid in chosen:
+                logger.info("the default service %s is selected already", sid)
+            else:
+                plan.append(_Job(sid, True))
+    if not plan:
+        logger.warning("GET /v1/Services lists no services: nothing to export")
+    return plan
+
+
+def _listed_services(client: Client) -> list[str]:
+    sids = []
+    for record in client.list_services():
+        sid = record.get("sid")
+        try:
+            sids.append(check_service_sid(sid))
+        except ConfigurationError:
+            raise SchemaError(
+                f"GET /v1/Services listed a service whose sid is {sid!r}"
+            ) from None
+    return list(dict.fromkeys(sids))
+
+
+def _default_service_sid(client: Client) -> str:
+    """Learn the default service's SID from the first user ``/v1/Users`` lists."""
+    first = next(iter(client.iter_user_pages(None, page_size=1)), None)
+    if not first:
+        raise ConfigurationError(
+            "the account's default service has no users, so GET /v1/Users does "
+            "not say which service it is; export it by its SID (--service)"
+        )
+    sid = first[0].get("chat_service_sid")
+    try:
+        return check_service_sid(sid)
+    except ConfigurationError:
+        raise SchemaError(
+            f"GET /v1/Users listed a user whose chat_service_sid is {sid!r}"
+        ) from None
+
+
+# --- exporting one service ----------------------------------------------------
+
+
+def _run_jobs(
+    plan: list[_Job | ServiceSnapshot], settings: _Settings, max_workers: int
+) -> list[ServiceSnapshot]:
+    workers = max(1, min(max_workers, sum(isinstance(i, _Job) for i in plan)))
+    with ThreadPoolExecutor(workers, thread_name_prefix="conv-frames") as pool:
+        pending = [
+            pool.submit(_export_service, item, settings)
+            if isinstance(item, _Job)
+            else item
+            for item in plan
+        ]
+        return [
+            item if isinstance(item, ServiceSnapshot) else item.result()
+            for item in pending
+        ]
+
+
+def _export_service(job: _Job, settings: _Settings) -> ServiceSnapshot:
+    """Export one service; a failure is returned in the entry, not raised."""
+    clock = time.perf_counter()
+    entry = ServiceSnapshot(job.service_sid, job.source, settings.snapshot)
+    try:
+        path, manifest = _write_snapshot(job, settings)
+    except ConvFramesError as error:
+        return dataclasses.replace(
+            entry, error=error, seconds=time.perf_counter() - clock
+        )
+    except Exception as error:
+        # A bug or a foreign error must not take the other services down; its
+        # traceback goes to the log and the entry carries it as the cause.
+        logger.exception("unexpected error while exporting %s", job.service_sid)
+        failure = ConvFramesError(f"unexpected {type(error).__name__}: {error}")
+        failure.__cause__ = error
+        return dataclasses.replace(
+            entry, error=failure, seconds=time.perf_counter() - clock
+        )
+
+    logger.info("published %s (%d users)", path, manifest["rows"])
+    if settings.keep is not None:
+        _apply_retention(settings, job.service_sid, settings.keep)
+    return dataclasses.replace(
+        entry, path=path, manifest=manifest, seconds=time.perf_counter() - clock
+    )
+
+
+def _write_snapshot(job: _Job, settings: _Settings) -> tuple[str, dict[str, Any]]:
+    started = datetime.now(UTC)
+    dataset = settings.dataset
+    label = f"{settings.snapshot}-{job.service_sid}"
+    with Client(**settings.client_options) as client, dataset.staging(label) as stage:
+        part = stage / PART_NAME
+        attrs = client.export_users(
+            None if job.default else job.service_sid,
+            part,
+            page_size=settings.page_size,
+            max_pages=settings.max_pages,
+            invalid_attributes=settings.invalid_attributes,
+            row_group_rows=ROW_GROUP_ROWS,
+        )
+        _check_partition(part, job.service_sid)
+        manifest = _manifest(job, settings, attrs, started, part)
+        path = dataset.publish(
+            stage, job.service_sid, settings.snapshot, dump_manifest(manifest)
+        )
+    return path, manifest
+
+
+def _check_partition(part: Path, service_sid: str) -> None:
+    """Refuse users of another service: a partition holds one service."""
+    found: set[str | None] = set()
+    for batch in pq.ParquetFile(part).iter_batches(columns=["chat_service_sid"]):
+        found.update(pc.unique(batch.column(0)).to_pylist())
+    strays = sorted(str(sid) for sid in found - {service_sid})
+    if strays:
+        raise SchemaError(
+            f"the users listed for service {service_sid} include users whose "
+            f"chat_service_sid is {', '.join(strays[:3])}; nothing was published"
+        )
+
+
+def _apply_retention(settings: _Settings, service_sid: str, keep: int) -> None:
+    dataset = settings.dataset
+    keys = [*settings.listing.published(service_sid), settings.snapshot]
+    for key in keys[:-keep]:
+        try:
+            dataset.remove(service_sid, key)
+        except OSError as error:
+            logger.warning(
+                "could not remove %s (keep=%d): %s",
+                dataset.show(dataset.snapshot_dir(service_sid, key)),
+                keep,
+                error,
+            )
+        else:
+            logger.info("removed snapshot %s of %s (keep=%d)", key, service_sid, keep)
+
+
+def _manifest(
+    job: _Job,
+    settings: _Settings,
+    attrs: Mapping[str, Any],
+    started: datetime,
+    part: Path,
+) -> dict[str, Any]:
+    columns = {column.name: str(column.type) for column in pq.read_schema(part)}
+    previous, changes = _column_changes(settings, job.service_sid, columns)
+    return {
+        "format": MANIFEST_FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "conv_frames_version": attrs["conv_frames_version"],
+        "service_sid": job.service_sid,
+        "account_sid": attrs["account_sid"],
+        "snapshot": settings.snapshot,
+        "api_host": attrs["api_host"],
+        "source": job.source,
+        "started_at": started.isoformat(),
+        "ended_at": datetime.now(UTC).isoformat(),
+        "rows": attrs["rows"],
+        "pages": attrs["pages"],
+        "requests": attrs["requests"],
+        "retries": attrs["retries"],
+        "duplicate_sids": attrs["duplicate_sids"],
+        "invalid_attributes": attrs["invalid_attributes"],
+        "columns": columns,
+        "previous_snapshot": previous,
+        "column_changes": changes,
+        "files": [describe_file(part)],
+    }
+
+
+def _column_changes(
+    settings: _Settings, service_sid: str, columns: dict[str, str]
+) -> tuple[str | None, list[str]]:
+    """Compare the columns with the previous snapshot's; warn if they changed."""
+    published = settings.listing.published(service_sid)
+    if not published:
+        return None, []
+    previous = published[-1]
+    try:
+        before = settings.dataset.read_manifest(service_sid, previous)["columns"]
+    except (SnapshotError, KeyError) as error:
+        logger.warning("cannot compare columns with snapshot %s: %s", previous, error)
+        return previous, []
+    changes = describe_column_changes(before, columns)
+    if changes:
+        logger.warning(
+            "the columns of service %s changed since snapshot %s: %s",
+            service_sid,
+            previous,
+            "; ".join(changes),
+        )
+    return previous, changes
+
+
+# --- picking a snapshot to read -----------------------------------------------
+
+
+def _pick_service(listing: Listing, service_sid: str | None, dataset: Dataset) -> str:
+    if service_sid is not None:
+        return check_service_sid(service_sid)
+    services = listing.services()
+    if len(services) != 1:
+        raise ConfigurationError(
+            f"{dataset.show(dataset.path)} holds {len(services)} services "
+            f"({', '.join(services[:5]) or 'none'}); name the one to read"
+        )
+    return services[0]
+
+
+def _pick_snapshot(
+    listing: Listing, service_sid: str, snapshot: str, dataset: Dataset
+) -> str:
+    keys = listing.published(service_sid)
+    if snapshot == "latest":
+        found = keys[-1:]
+    elif snapshot == "previous":
+        found = keys[-2:-1]
+    elif is_snapshot_key(snapshot):
+        found = [snapshot] if snapshot in keys else []
+    else:
+        raise ConfigurationError(
+            f"snapshot={snapshot!r} is neither 'latest', 'previous' nor a key such "
+            "as '2026-12-04T020000Z'"
+        )
+    if not found:
+        raise SnapshotError(
+            f"{dataset.show(dataset.service_dir(service_sid))} has no published "
+            f"snapshot {snapshot!r} ({len(keys)} published; newest: "
+            f"{', '.join(keys[-3:]) or 'none'})"
+        )
+    return found[0]

@@ -1,0 +1,216 @@
+"""Change detection between two users frames, two snapshots, or two files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from scripted import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    SERVICE_SID,
+    ScriptedServer,
+    Step,
+    user_record,
+    user_sid,
+    users_page,
+)
+
+import conv_frames
+from conv_frames._cli import main
+
+OLD = [
+    user_record(1),
+    user_record(2, attributes='{"team": "blue", "level": 2}'),
+    user_record(3, friendly_name=None),
+    user_record(4, date_updated="2021-01-01T10:00:00Z"),
+    user_record(5),
+]
+NEW = [
+    # 1 removed; 2 keeps its attributes in another key order, and another spacing
+    user_record(2, attributes='{ "level": 2, "team": "blue" }'),
+    user_record(3, friendly_name="Now named", role_sid="RL" + "d" * 32),
+    # the same instant, written with an offset
+    user_record(4, date_updated="2021-01-01T11:00:00+01:00"),
+    user_record(5, attributes='{"team": "red"}', url="https://elsewhere.example/x"),
+    user_record(6),
+]
+
+
+def frame(records: list[dict[str, Any]], **options: Any) -> pd.DataFrame:
+    return conv_frames.users_frame(records, **options)
+
+
+def test_added_removed_and_changed_users_with_the_fields_that_changed() -> None:
+    diff = conv_frames.diff_users(frame(OLD), frame(NEW))
+
+    assert (diff.added, diff.removed, diff.changed, diff.unchanged) == (1, 1, 2, 2)
+    expected = pd.DataFrame(
+        {
+            "sid": pd.array([user_sid(n) for n in (6, 1, 3, 5)], dtype="string"),
+            "identity": pd.array(
+                [f"agent-{n:03d}" for n in (6, 1, 3, 5)], dtype="string"
+            ),
+            "change": pd.Categorical(
+                ["added", "removed", "changed", "changed"],
+                categories=["added", "removed", "changed"],
+            ),
+            "changed_fields": [[], [], ["role_sid", "friendly_name"], ["attributes"]],
+        }
+    )
+    pd.testing.assert_frame_equal(diff.changes, expected)
+    assert diff.summary == (
+        "1 added, 1 removed, 2 changed (attributes 1, friendly_name 1, role_sid 1), "
+        "2 unchanged"
+    )
+    assert str(diff) == diff.summary
+    assert diff.has_changes
+
+
+def test_derived_columns_are_compared_only_when_asked() -> None:
+    diff = conv_frames.diff_users(frame(OLD), frame(NEW), columns=["url", "attributes"])
+
+    fields = dict(zip(diff.changes["sid"], diff.changes["changed_fields"], strict=True))
+    assert fields[user_sid(5)] == ["url", "attributes"]
+    assert diff.field_counts == {"attributes": 1, "url": 1}
+    with pytest.raises(conv_frames.ConfigurationError, match="not in both frames"):
+        conv_frames.diff_users(frame(OLD), frame(NEW), columns=["tier"])
+
+
+def test_the_same_users_in_either_backend_have_no_changes() -> None:
+    diff = conv_frames.diff_users(
+        frame(NEW), frame(NEW, dtype_backend="pyarrow"), columns=None
+    )
+    with_links = conv_frames.diff_users(
+        frame(NEW, dtype_backend="pyarrow"),
+        frame(NEW),
+        columns=["links", "url", "date_updated", "is_online", "attributes"],
+    )
+
+    assert (diff.changed, diff.unchanged, diff.has_changes) == (0, 5, False)
+    assert diff.summary == "0 added, 0 removed, 0 changed, 5 unchanged"
+    assert (with_links.changed, with_links.unchanged) == (0, 5)
+    assert with_links.changes.empty
+    assert list(with_links.changes.columns) == [
+        "sid",
+        "identity",
+        "change",
+        "changed_fields",
+    ]
+
+
+def test_a_column_added_or_removed_is_reported_not_compared() -> None:
+    old = frame([user_record(1, plan="gold")])
+    new = frame([user_record(1, tier=2)])
+    new.attrs["snapshot"] = "2026-12-05T020000Z"
+
+    diff = conv_frames.diff_users(old, new)
+
+    assert (diff.changed, diff.columns_added, diff.columns_removed) == (
+        0,
+        ("tier",),
+        ("plan",),
+    )
+    assert diff.summary == (
+        "frame -> 2026-12-05T020000Z: 0 added, 0 removed, 0 changed, 1 unchanged; "
+        "columns added: tier; columns removed: plan"
+    )
+
+
+def test_repeated_sids_are_refused_with_the_way_out() -> None:
+    old = frame([user_record(1), user_record(1, identity="twin")])
+
+    with pytest.raises(conv_frames.SchemaError, match="repeats 1 SIDs") as caught:
+        conv_frames.diff_users(old, frame(NEW))
+    assert "drop_duplicates" in str(caught.value)
+
+
+def export(root: Path, records: list[dict[str, Any]]) -> str:
+    with ScriptedServer([Step(json=users_page(records))]) as server:
+        run = conv_frames.export_snapshots(
+            root,
+            [SERVICE_SID],
+            account_sid=ACCOUNT_SID,
+            auth_token=AUTH_TOKEN,
+            base_url=server.base_url,
+        )
+    run.raise_for_failures()
+    return run.snapshot
+
+
+def export_file(path: Path, records: list[dict[str, Any]]) -> None:
+    with ScriptedServer([Step(json=users_page(records))]) as server:
+        conv_frames.export_users(
+            SERVICE_SID,
+            path,
+            account_sid=ACCOUNT_SID,
+            auth_token=AUTH_TOKEN,
+            base_url=server.base_url,
+        )
+
+
+def test_two_snapshots_and_a_snapshot_with_a_fresh_frame(tmp_path: Path) -> None:
+    first, second = export(tmp_path, OLD), export(tmp_path, NEW)
+
+    diff = conv_frames.diff_snapshots(tmp_path)
+    against_frame = conv_frames.diff_snapshots(
+        tmp_path, SERVICE_SID, old=second, new=frame(NEW[:2])
+    )
+
+    assert diff.summary.startswith(
+        f"{first} -> {second}: 1 added, 1 removed, 2 changed"
+    )
+    assert (against_frame.removed, against_frame.changed) == (3, 0)
+    assert against_frame.summary.startswith(f"{second} -> frame: 0 added, 3 removed")
+
+
+def test_the_diff_command_prints_the_summary_lists_and_writes_the_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "users"
+    root.mkdir()
+    first, second = export(root, OLD), export(root, NEW)
+
+    assert main(["diff", "--dataset", str(root), "--list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{first} -> {second}: 1 added, 1 removed, 2 changed")
+    assert out[1:] == [
+        f"added    {user_sid(6)} agent-006",
+        f"removed  {user_sid(1)} agent-001",
+        f"changed  {user_sid(3)} agent-003 role_sid,friendly_name",
+        f"changed  {user_sid(5)} agent-005 attributes",
+    ]
+
+    old_file, new_file = tmp_path / "old.parquet", tmp_path / "new.parquet"
+    export_file(old_file, OLD)
+    export_file(new_file, NEW)
+    csv = tmp_path / "changes.csv"
+    argv = ["diff", str(old_file), str(new_file), "--output", str(csv)]
+    assert main([*argv, "--columns", "attributes"]) == 0
+    assert capsys.readouterr().out == (
+        "1 added, 1 removed, 1 changed (attributes 1), 3 unchanged\n"
+    )
+    written = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    assert written.to_dict("records")[-1] == {
+        "sid": user_sid(5),
+        "identity": "agent-005",
+        "change": "changed",
+        "changed_fields": "attributes",
+    }
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["diff"], "diff compares two Parquet files"),
+        (["diff", "one.parquet"], "diff compares two Parquet files"),
+        (["diff", "a", "b", "--dataset", "x"], "two files or --dataset, not both"),
+    ],
+)
+def test_the_diff_command_refuses_what_it_cannot_compare(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

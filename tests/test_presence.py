@@ -1,0 +1,526 @@
+"""Presence: per-user fetches in an adaptive pool, against the bundled emulator (#5)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+import requests
+from conftest import SleepRecorder
+
+import conv_frames
+from conv_frames import APIError, ConfigurationError
+from conv_frames._presence import (
+    AdaptiveLimit,
+    Answer,
+    Cancelled,
+    Ticket,
+    pool_session,
+)
+from conv_frames.emulator import Emulator, FaultPlan
+from conv_frames.emulator._data import presence_of
+
+MISSING_USER = "US" + "f" * 32
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[Emulator]:
+    with Emulator(users=240, seed=5) as emulator:
+        yield emulator
+
+
+def options(emu: Emulator, **extra: Any) -> dict[str, Any]:
+    return {
+        "account_sid": emu.account_sid,
+        "auth_token": emu.auth_token,
+        "base_url": emu.base_url,
+        **extra,
+    }
+
+
+def listed(emu: Emulator, count: int | None = None) -> pd.DataFrame:
+    """The users as the list endpoint gives them, without a request."""
+    return conv_frames.users_frame(emu.users()[:count])
+
+
+def expected(frame: pd.DataFrame, *, reachability: bool = True) -> list[Any]:
+    return [presence_of(sid, reachability=reachability) for sid in frame["sid"]]
+
+
+def presence(frame: pd.DataFrame) -> list[Any]:
+    """Each row's (is_online, is_notifiable), with None for null."""
+    pairs = zip(frame["is_online"], frame["is_notifiable"], strict=True)
+    return [tuple(None if pd.isna(v) else bool(v) for v in pair) for pair in pairs]
+
+
+def user_fetches(emu: Emulator) -> Counter[str]:
+    """Answers of 200 to single-user fetches, by user SID."""
+    return Counter(
+        entry.path.rsplit("/", 1)[-1]
+        for entry in emu.requests
+        if entry.status == 200 and entry.path.count("/") == 5
+    )
+
+
+# -- values --------------------------------------------------------------------
+
+
+def test_presence_equals_the_emulators_for_every_user(emu: Emulator) -> None:
+    users = conv_frames.load_users(emu.service_sid, **options(emu))
+    before = datetime.now(UTC)
+
+    filled = conv_frames.fill_presence(users, **options(emu))
+
+    assert presence(filled) == expected(users)
+    assert {pair[0] for pair in presence(filled)} == {True, False, None}
+    assert {pair[1] for pair in presence(filled)} == {True, False, None}
+    assert str(filled["is_online"].dtype) == "boolean"
+    assert str(filled["is_notifiable"].dtype) == "boolean"
+    fetched_at = datetime.fromisoformat(filled.attrs["presence_fetched_at"])
+    assert before <= fetched_at <= datetime.now(UTC)
+    assert filled.attrs["presence_users"] == 240
+    assert filled.attrs["presence_requests"] == 240
+    assert filled.attrs["presence_failed"] == 0
+    assert filled.attrs["rows"] == 240  # the load's provenance is kept
+    # The input frame is left as it was: presence is unknown there.
+    assert users["is_online"].isna().all()
+
+
+def test_the_other_columns_are_untouched(emu: Emulator) -> None:
+    users = listed(emu, 30)
+
+    filled = conv_frames.fill_presence(users, **options(emu))
+
+    others = [c for c in users.columns if c not in ("is_online", "is_notifiable")]
+    pd.testing.assert_frame_equal(filled[others], users[others])
+
+
+def test_reachability_off_leaves_every_user_null_and_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with Emulator(users=25, reachability=False) as emu:
+        caplog.set_level(logging.WARNING, logger="conv_frames")
+        filled = conv_frames.fill_presence(listed(emu), **options(emu))
+
+    assert presence(filled) == [(None, None)] * 25
+    assert "reachability" in caplog.text
+
+
+def test_pyarrow_backend_keeps_its_dtype(emu: Emulator) -> None:
+    users = conv_frames.users_frame(emu.users()[:20], dtype_backend="pyarrow")
+
+    filled = conv_frames.fill_presence(users, **options(emu))
+
+    assert filled["is_online"].dtype == pd.ArrowDtype(pa.bool_())
+    assert presence(filled) == expected(users)
+
+
+def test_frame_without_presence_columns_gets_them(emu: Emulator) -> None:
+    users = listed(emu, 10).drop(columns=["is_online", "is_notifiable"])
+
+    filled = conv_frames.fill_presence(users, **options(emu))
+
+    assert presence(filled) == expected(users)
+    assert str(filled["is_online"].dtype) == "boolean"
+
+
+def test_empty_frame_sends_nothing() -> None:
+    with Emulator(users=3) as emu:
+        filled = conv_frames.fill_presence(listed(emu, 0), **options(emu))
+        sent = emu.requests
+
+    assert filled.empty
+    assert sent == []
+    assert filled.attrs["presence_users"] == 0
+
+
+# -- nothing fetched twice -------------------------------------------------------
+
+
+def test_duplicate_sids_are_fetched_once() -> None:
+    with Emulator(users=40) as emu:
+        users = listed(emu)
+        doubled = pd.concat([users, users.iloc[::-1]], ignore_index=True)
+
+        filled = conv_frames.fill_presence(doubled, **options(emu))
+        fetches = user_fetches(emu)
+
+    assert presence(filled) == expected(doubled)
+    assert len(fetches) == 40
+    assert set(fetches.values()) == {1}
+    assert filled.attrs["presence_requests"] == 40
+
+
+def test_load_users_with_presence_fills_and_writes_it(tmp_path: Path) -> None:
+    path = tmp_path / "users.parquet"
+    with Emulator(users=120) as emu:
+        users = conv_frames.load_users(
+            emu.service_sid, presence=True, parquet_path=path, **options(emu)
+        )
+
+    assert presence(users) == expected(users)
+    again = conv_frames.read_parquet(path)
+    pd.testing.assert_frame_equal(again, users)
+    assert again.attrs["presence_fetched_at"] == users.attrs["presence_fetched_at"]
+
+
+class CountingSession(requests.Session):
+    """A caller's session: counts what it sends and whether it was closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = 0
+        self.closed = False
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> Any:
+        self.sent += 1
+        return super().send(request, **kwargs)
+
+    def close(self) -> None:
+        self.closed = True
+        super().close()
+
+
+def test_a_session_given_to_the_client_carries_the_fetches(emu: Emulator) -> None:
+    session = CountingSession()
+    with conv_frames.Client(session=session, **options(emu)) as client:
+        filled = client.fill_presence(listed(emu, 12))
+        assert not session.closed  # it belongs to the client until it closes
+
+    assert presence(filled) == expected(filled)
+    assert session.sent == 12
+    assert session.closed
+
+
+def test_the_pool_session_reads_the_environment_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.com:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/company.pem")
+    twilio = "https://conversations.twilio.com"
+
+    session = pool_session(twilio, 24)
+    monkeypatch.setenv("NO_PROXY", "conversations.twilio.com")
+    bypassed = pool_session(twilio, 24)
+
+    assert session.proxies["https"] == "http://proxy.example.com:3128"
+    assert session.verify == "/etc/ssl/company.pem"
+    assert session.trust_env is False  # nothing read again per request
+    adapter = session.get_adapter(twilio + "/v1/Services")
+    assert isinstance(adapter, requests.adapters.HTTPAdapter)
+    assert adapter._pool_maxsize == 24  # one connection per worker
+    assert "https" not in bypassed.proxies
+
+
+# -- 429 storms -----------------------------------------------------------------
+
+
+def test_a_concurrency_limit_slows_the_pool_and_loses_nothing(
+    sleeps: SleepRecorder,
+) -> None:
+    with Emulator(users=150, max_concurrency=3, latency=0.01) as emu:
+        users = listed(emu)
+        filled = conv_frames.fill_presence(
+            users,
+            max_concurrency=16,
+            initial_concurrency=16,
+            **options(emu, sleep=sleeps),
+        )
+        log = emu.requests
+        fetches = user_fetches(emu)
+
+    refused = [entry for entry in log if entry.status == 429]
+    assert presence(filled) == expected(users)
+    assert refused, "the server never pushed back: the test proves nothing"
+    assert set(fetches.values()) == {1}  # nobody fetched again after success
+    assert len(fetches) == 150
+    assert filled.attrs["presence_requests"] == len(log)
+    assert filled.attrs["presence_retries"] == len(refused)
+    # The pool came down from 16 to what the server takes, and waited as told.
+    assert filled.attrs["presence_concurrency"] < 8
+    assert set(sleeps.waits) == {1.0}
+
+
+def test_a_burst_of_429s_loses_nothing(sleeps: SleepRecorder) -> None:
+    burst = FaultPlan(at={10: ["status_429"] * 60})
+    with Emulator(users=100, faults=burst) as emu:
+        users = listed(emu)
+        filled = conv_frames.fill_presence(users, **options(emu, sleep=sleeps))
+        fetches = user_fetches(emu)
+
+    assert presence(filled) == expected(users)
+    assert set(fetches.values()) == {1}
+    assert filled.attrs["presence_retries"] == 60
+    assert len(sleeps.waits) == 60
+
+
+def test_a_429_spends_time_not_attempts(sleeps: SleepRecorder) -> None:
+    # One user, refused 7 times: more than max_attempts, less than the budget.
+    with Emulator(users=1, faults=FaultPlan(at={0: ["status_429"] * 7})) as emu:
+        filled = conv_frames.fill_presence(
+            listed(emu), **options(emu, max_attempts=2, sleep=sleeps)
+        )
+
+    assert presence(filled) == expected(filled)
+    assert filled.attrs["presence_requests"] == 8
+    assert sleeps.waits == [1.0] * 7
+
+
+def test_endless_429s_fail_once_the_wait_budget_is_spent(
+    sleeps: SleepRecorder,
+) -> None:
+    always = FaultPlan(rate=1.0, kinds=["status_429"])
+    with Emulator(users=2, faults=always) as emu:
+        with pytest.raises(APIError) as caught:
+            conv_frames.fill_presence(
+                listed(emu), **options(emu, max_total_wait=4.0, sleep=sleeps)
+            )
+
+    assert caught.value.status == 429
+    assert caught.value.code == 20429
+    assert sum(sleeps.waits) <= 4.0 + 2 * 1.0
+
+
+def test_server_errors_are_retried_by_the_transport_policy(
+    sleeps: SleepRecorder,
+) -> None:
+    faults = FaultPlan(at={3: "status_503", 7: "reset_before_body", 9: "short_body"})
+    with Emulator(users=30, faults=faults) as emu:
+        users = listed(emu)
+        filled = conv_frames.fill_presence(users, **options(emu, sleep=sleeps))
+
+    assert presence(filled) == expected(users)
+    assert filled.attrs["presence_retries"] == 3
+    assert len(sleeps.waits) == 3
+
+
+# -- failures ---------------------------------------------------------------------
+
+
+def with_missing_user(emu: Emulator, count: int) -> pd.DataFrame:
+    users = listed(emu, count)
+    gone = users.iloc[[0]].assign(sid=MISSING_USER)
+    return pd.concat([users, gone], ignore_index=True)
+
+
+def test_a_user_that_cannot_be_fetched_is_an_error(emu: Emulator) -> None:
+    with pytest.raises(APIError) as caught:
+        conv_frames.fill_presence(with_missing_user(emu, 20), **options(emu))
+
+    assert caught.value.status == 404
+    assert MISSING_USER in caught.value.url
+
+
+def test_lenient_mode_leaves_a_counted_null_and_logs_once(
+    emu: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    users = with_missing_user(emu, 20)
+    caplog.set_level(logging.WARNING, logger="conv_frames")
+
+    filled = conv_frames.fill_presence(users, errors="null", **options(emu))
+
+    assert presence(filled)[:20] == expected(users)[:20]
+    assert presence(filled)[20] == (None, None)
+    assert filled.attrs["presence_failed"] == 1
+    failures = [r for r in caplog.records if "could not be fetched" in r.message]
+    assert len(failures) == 1
+    assert "presence of 1 users" in failures[0].message
+    assert MISSING_USER in failures[0].message
+
+
+def test_faults_that_outlast_the_retries_fail_the_user(sleeps: SleepRecorder) -> None:
+    # One request at a time: the first user meets both 503s, and max_attempts=2
+    # cannot outlast them.
+    faults = FaultPlan(at={0: ["status_503", "status_503"]})
+    settings = {"initial_concurrency": 1, "max_attempts": 2, "sleep": sleeps}
+    with Emulator(users=5, faults=faults) as emu:
+        users = listed(emu)
+        filled = conv_frames.fill_presence(
+            users, errors="null", **settings, **options(emu)
+        )
+    with Emulator(users=5, faults=faults) as emu:
+        with pytest.raises(APIError) as caught:
+            conv_frames.fill_presence(listed(emu), **settings, **options(emu))
+
+    assert presence(filled)[0] == (None, None)
+    assert presence(filled)[1:] == expected(users)[1:]
+    assert filled.attrs["presence_failed"] == 1
+    assert caught.value.status == 503
+    assert caught.value.attempts == 2
+
+
+def test_wrong_credentials_raise_even_in_lenient_mode(emu: Emulator) -> None:
+    wrong = {**options(emu), "auth_token": "0" * 32}
+
+    with pytest.raises(APIError) as caught:
+        conv_frames.fill_presence(listed(emu, 30), errors="null", **wrong)
+
+    assert caught.value.status == 401
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"max_concurrency": 0}, "max_concurrency=0"),
+        ({"max_concurrency": True}, "max_concurrency=True"),
+        ({"initial_concurrency": -1}, "initial_concurrency=-1"),
+        ({"errors": "ignore"}, "errors='ignore'"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_request(
+    arguments: dict[str, Any], message: str
+) -> None:
+    with Emulator(users=3) as emu:
+        with pytest.raises(ConfigurationError, match=message):
+            conv_frames.fill_presence(listed(emu), **arguments, **options(emu))
+        assert emu.requests == []
+
+
+def test_a_frame_without_sids_is_refused(emu: Emulator) -> None:
+    with pytest.raises(ConfigurationError, match="'sid'"):
+        conv_frames.fill_presence(pd.DataFrame({"x": [1]}), **options(emu))
+    with pytest.raises(ConfigurationError, match="row 1 has no user SID"):
+        conv_frames.fill_presence(
+            listed(emu, 2).assign(sid=["US" + "0" * 32, None]), **options(emu)
+        )
+
+
+def test_the_service_comes_from_attrs_when_the_column_is_missing(
+    emu: Emulator,
+) -> None:
+    users = listed(emu, 5).drop(columns=["chat_service_sid"])
+    users.attrs["service_sid"] = emu.service_sid
+
+    filled = conv_frames.fill_presence(users, **options(emu))
+
+    assert presence(filled) == expected(users)
+    bare = pd.DataFrame({"sid": users["sid"]})  # no column, no attrs
+    with pytest.raises(ConfigurationError, match="chat_service_sid"):
+        conv_frames.fill_presence(bare, **options(emu))
+
+
+def test_one_info_line_per_fill(
+    emu: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="conv_frames")
+
+    conv_frames.fill_presence(listed(emu, 12), **options(emu))
+
+    lines = [r for r in caplog.records if r.message.startswith("filled presence")]
+    assert len(lines) == 1
+    assert lines[0].levelno == logging.INFO
+    assert lines[0].name.startswith("conv_frames")
+    assert "filled presence of 12 users" in lines[0].message
+    assert "(12 requests, 0 retries" in lines[0].message
+
+
+# -- the adaptive limit -------------------------------------------------------------
+
+
+class SaturatedPool:
+    """Drives a limit as a busy pool does: every freed slot is taken again."""
+
+    def __init__(self, limit: AdaptiveLimit) -> None:
+        self.limit = limit
+        self.in_flight: deque[Ticket] = deque()
+
+    def answer(self, answer: Answer, times: int = 1) -> None:
+        for _ in range(times):
+            while len(self.in_flight) < int(self.limit.limit):
+                self.in_flight.append(self.limit.acquire())
+            self.limit.release(self.in_flight.popleft(), answer)
+
+    def drain(self) -> None:
+        while self.in_flight:
+            self.limit.release(self.in_flight.popleft(), "none")
+
+
+def test_slow_start_doubles_the_limit_each_round_trip() -> None:
+    limit = AdaptiveLimit(64, initial=4)
+    pool = SaturatedPool(limit)
+
+    seen = []
+    for round_trip in (4, 8, 16, 32, 64):
+        pool.answer("clean", round_trip)
+        seen.append(limit.limit)
+
+    assert seen == [8, 16, 32, 64, 64]
+
+
+def test_pushback_cuts_once_per_round_trip() -> None:
+    limit = AdaptiveLimit(64, initial=20)
+    tickets = [limit.acquire() for _ in range(20)]
+
+    limit.release(tickets[-1], "pushback")  # sent with 20 in flight
+    after_first = limit.limit
+    for ticket in tickets[10:-1]:
+        limit.release(ticket, "pushback")  # sent before the cut
+
+    assert after_first == pytest.approx(14.0)
+    assert limit.limit == pytest.approx(14.0)
+    assert limit.ceiling == 20
+    assert limit.pushbacks == 10
+
+
+def test_after_a_pushback_growth_is_additive_and_careful_near_the_ceiling() -> None:
+    limit = AdaptiveLimit(64, initial=11)
+    tickets = [limit.acquire() for _ in range(11)]
+    limit.release(tickets[-1], "pushback")  # refused with 11 in flight
+    for ticket in tickets[:-1]:
+        limit.release(ticket, "none")
+    assert limit.limit == pytest.approx(7.7)
+    assert limit.ceiling == 11
+    pool = SaturatedPool(limit)
+
+    pool.answer("clean", 8)  # +1/limit each: about one slot per round trip
+    assert 8.6 < limit.limit < 8.8
+    limit.probing = False
+    pool.answer("clean", 60)
+    assert int(limit.limit) == 10  # held one below the level refused
+    limit.probing = True
+    pool.answer("clean", 60)
+    assert limit.limit >= 12  # the server took more: the ceiling is forgotten
+    assert limit.ceiling is None
+
+
+def test_the_limit_stays_between_one_and_the_maximum() -> None:
+    limit = AdaptiveLimit(5, initial=8)
+    assert limit.limit == 5
+    pool = SaturatedPool(limit)
+    pool.answer("clean", 20)
+    pool.drain()
+    assert limit.limit == 5
+
+    for _ in range(10):
+        ticket = limit.acquire()
+        limit.release(ticket, "pushback")
+    assert limit.limit == 1
+    assert limit.at_floor
+
+
+def test_an_unused_limit_does_not_grow() -> None:
+    limit = AdaptiveLimit(64, initial=16)
+
+    for _ in range(50):  # one request at a time: 15 slots stay idle
+        limit.release(limit.acquire(), "clean")
+
+    assert limit.limit == 16
+
+
+def test_cancel_refuses_every_later_slot() -> None:
+    limit = AdaptiveLimit(2, initial=2)
+    limit.acquire()
+    limit.cancel()
+
+    with pytest.raises(Cancelled):
+        limit.acquire()

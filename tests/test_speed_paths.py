@@ -1,0 +1,460 @@
+"""The fast paths of #4 give the same answers as the paths they shortcut.
+
+- the one-pass normalizer types a page as the column-by-column path does, and
+  leaves every page it cannot type to it;
+- merged batches make the same frame as the pages they merge;
+- the fast transport lane reports every fault with the words requests would;
+- the prefetch never runs more than one page ahead;
+- ``load_services`` loads services side by side within its bound, and one
+  failure loses none of the others.
+
+Nothing here measures time: the benchmarks do (``python -m benchmarks.run``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pytest
+import requests
+from pandas.testing import assert_frame_equal
+from scripted import ScriptedServer, Step, user_record, users_page
+
+import conv_frames
+from conv_frames import ConfigurationError, ServicesLoadError
+from conv_frames._config import Credentials
+from conv_frames._frame import (
+    BatchCollector,
+    _columns_in_one_pass,
+    _columns_one_by_one,
+    batches_to_frame,
+    count_duplicate_sids,
+    normalize_records,
+)
+from conv_frames._prefetch import prefetch
+from conv_frames._transport import LoadStats, RetryPolicy, Transport
+from conv_frames.emulator import Emulator, Fault, FaultPlan, make_users
+
+# --- the normalizer ------------------------------------------------------------
+
+
+def emulator_records(count: int) -> list[dict[str, Any]]:
+    """Users as the emulator serves them, decoded as the loader decodes them."""
+    records = make_users(
+        count,
+        seed=4,
+        account_sid="AC" + "a1" * 16,
+        service_sid="IS" + "5e" * 16,
+        base_url="http://127.0.0.1:8765",
+    )
+    decoded: list[dict[str, Any]] = orjson.loads(orjson.dumps(records))
+    return decoded
+
+
+TYPED_IN_ONE_PASS = {
+    "emulator users": emulator_records(60),
+    "nulls everywhere": [user_record(1, **dict.fromkeys(["identity", "url"]))],
+    "fields missing": [{"sid": "US" + "1" * 32}, {"identity": "no-sid"}],
+    "presence known": [user_record(1, is_online=True, is_notifiable=False)],
+    "non-ASCII and emoji": [user_record(1, friendly_name="Zoë 李 🚀", identity="é")],
+    "offsets and fractions": [
+        user_record(1, date_created="2021-06-01T08:00:00.250-07:00"),
+        user_record(2, date_updated="2021-06-01T08:00:00.123456+05:30"),
+    ],
+    "empty and null links": [user_record(1, links={}), user_record(2, links=None)],
+    "an unknown field": [user_record(1, tier=7), user_record(2)],
+    "no records": [],
+}
+
+LEFT_TO_THE_COLUMNS = {
+    "a boolean as text": [user_record(1, is_online="yes")],
+    "a number as a name": [user_record(1, friendly_name=5)],
+    "links as pairs": [user_record(1, links=[["a", "b"]])],
+    "a link that is a number": [user_record(1, links={"a": 1})],
+    "a date without offset": [user_record(1, date_created="2020-03-24T20:38:21")],
+    "a date that is not one": [user_record(1, date_created="yesterday")],
+    "attributes as an object": [user_record(1, attributes={"a": 1})],
+}
+
+
+@pytest.mark.parametrize("records", TYPED_IN_ONE_PASS.values(), ids=TYPED_IN_ONE_PASS)
+def test_one_pass_types_a_page_as_column_by_column_does(
+    records: list[dict[str, Any]],
+) -> None:
+    fast = _columns_in_one_pass(records)
+
+    assert fast is not None
+    expected = _columns_one_by_one(records)
+    for got, want in zip(fast, expected, strict=True):
+        assert got.type == want.type
+        assert got.equals(want)
+
+
+@pytest.mark.parametrize(
+    "records", LEFT_TO_THE_COLUMNS.values(), ids=LEFT_TO_THE_COLUMNS
+)
+def test_a_page_one_pass_refuses_goes_column_by_column(
+    records: list[dict[str, Any]],
+) -> None:
+    assert _columns_in_one_pass(records) is None
+
+
+def test_a_record_that_is_a_mapping_but_not_a_dict_goes_column_by_column() -> None:
+    records = [user_record(1)]
+    mapping = [_DictSubclass(user_record(1))]
+
+    assert _columns_in_one_pass(mapping) is None
+    assert normalize_records(mapping).table.equals(normalize_records(records).table)
+
+
+def test_a_refused_page_still_names_the_field_and_the_user() -> None:
+    with pytest.raises(conv_frames.SchemaError, match=r"'is_online' of user US0+9"):
+        normalize_records([user_record(1), user_record(9, is_online="yes")])
+
+
+def test_invalid_attributes_are_named_or_nulled_as_before() -> None:
+    records = [user_record(1), user_record(2, attributes="{duty: tech")]
+
+    with pytest.raises(conv_frames.SchemaError, match=r"'attributes' of user US0+2"):
+        normalize_records(records)
+    batch = normalize_records(records, invalid_attributes="null")
+    assert batch.attributes == [{"duty": "agent"}, None]
+    assert batch.invalid_attributes == 1
+
+
+@pytest.mark.parametrize(
+    "sids",
+    [[], [None], ["a"], ["a", "a"], ["a", None, "a", None, "b", "a"], [None, None]],
+)
+def test_duplicate_sids_are_counted_as_a_set_would(sids: list[str | None]) -> None:
+    present = [sid for sid in sids if sid is not None]
+    expected = len(present) - len(set(present))
+    chunks = pa.chunked_array([pa.array(sids[:2], pa.string()), sids[2:]])
+
+    assert count_duplicate_sids(pa.array(sids, pa.string())) == expected
+    assert count_duplicate_sids(chunks) == expected
+    assert count_duplicate_sids(pa.chunked_array([], pa.string())) == 0
+
+
+# --- merged batches -----------------------------------------------------------
+
+
+def test_merged_batches_make_the_frame_the_pages_make() -> None:
+    pages = [
+        [user_record(1), user_record(2)],
+        [user_record(3)],
+        [user_record(4, tier=7)],  # an unknown field: kept apart
+        [user_record(5), user_record(6, attributes='{"a": [1]}')],
+        [user_record(7, attributes="{not json")],  # lenient text: kept apart
+        [user_record(8, tier="gold")],
+        [user_record(9)],
+        [],
+    ]
+    batches = [normalize_records(page, invalid_attributes="null") for page in pages]
+    collector = BatchCollector(merge_rows=2)
+    for batch in batches:
+        collector.append(batch)
+
+    merged = collector.batches()
+    assert len(merged) < len(batches)
+    assert_frame_equal(batches_to_frame(merged), batches_to_frame(batches))
+
+
+def test_merged_batches_have_contiguous_columns() -> None:
+    collector = BatchCollector(merge_rows=4)
+    for number in range(1, 9):
+        collector.append(normalize_records([user_record(number)]))
+
+    merged = collector.batches()
+    assert [batch.num_rows for batch in merged] == [4, 4]
+    assert all(batch.table.column("sid").num_chunks == 1 for batch in merged)
+
+
+# --- the transport's two lanes ------------------------------------------------
+
+CREDENTIALS = Credentials("AC" + "a1" * 16, "AC" + "a1" * 16, "token")
+POLICY = RetryPolicy(max_attempts=1)
+
+
+def transport(session: requests.Session | None = None) -> Transport:
+    return Transport(CREDENTIALS, timeout=(5.0, 1.0), retry=POLICY, session=session)
+
+
+def test_the_transports_own_session_never_goes_through_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("requests was used")
+
+    monkeypatch.setattr(requests.Session, "request", refuse)
+    with Emulator(users=120) as emu:
+        frame = conv_frames.load_users(emu.service_sid, **options(emu))
+
+    assert len(frame) == 120
+
+
+def test_a_callers_session_is_used_for_every_request() -> None:
+    calls: list[Any] = []
+    with Emulator(users=120) as emu, requests.Session() as session:
+        send = session.request
+
+        def counting(*args: Any, **kwargs: Any) -> requests.Response:
+            calls.append(args)
+            return send(*args, **kwargs)
+
+        session.request = counting  # type: ignore[method-assign]
+        conv_frames.load_users(emu.service_sid, session=session, **options(emu))
+
+    assert len(calls) == 3
+
+
+def test_an_environment_proxy_leaves_the_origin_to_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    pools = transport()._pools
+    assert pools is not None
+
+    assert pools.get("http://127.0.0.1:9/v1/Users", "shown") is None
+
+
+def test_compression_is_asked_for_except_on_loopback() -> None:
+    pools = transport()._pools
+    assert pools is not None
+
+    local = pools._open("http://127.0.0.1:9/v1/Users", "127.0.0.1")
+    remote = pools._open("https://conversations.twilio.com/v1/Users", "twilio.com")
+    assert local is not None
+    assert remote is not None
+    assert local[1]["Accept-Encoding"] == "identity"
+    assert "gzip" in remote[1]["Accept-Encoding"]
+    assert remote[1]["Authorization"].startswith("Basic ")
+
+
+def test_the_fast_lane_inflates_a_compressed_page() -> None:
+    with Emulator(users=60) as emu:
+        url = f"{emu.base_url}/v1/Services/{emu.service_sid}/Users?PageSize=50"
+        client = Transport(
+            Credentials(emu.account_sid, emu.account_sid, emu.auth_token),
+            timeout=(5.0, 5.0),
+            retry=POLICY,
+        )
+        assert client._pools is not None
+        plain = client.get_json(url, LoadStats())
+        lane = next(iter(client._pools._lanes.values()))
+        assert lane is not None
+        lane[1]["Accept-Encoding"] = "gzip"
+        inflated = client.get_json(url, LoadStats())
+
+    assert inflated == plain
+    assert len(inflated["users"]) == 50
+
+
+NETWORK_FAULTS = {
+    "reset before the body": Fault("reset_before_body"),
+    "reset in the body": Fault("reset_mid_body"),
+    "body shorter than announced": Fault("short_body"),
+    "no answer": Fault("stall", seconds=3.0),
+    "a gateway's HTML 502": Fault("html_502"),
+    "an HTML 200": Fault("html_200"),
+    "an empty 200": Fault("empty_200"),
+}
+
+
+@pytest.mark.parametrize("fault", NETWORK_FAULTS.values(), ids=NETWORK_FAULTS)
+def test_both_lanes_report_a_fault_with_the_same_words(fault: Fault) -> None:
+    fast = load_error(fault, session=None)
+    with requests.Session() as session:
+        slow = load_error(fault, session=session)
+
+    assert type(fast) is type(slow)
+    assert str(fast).replace(*ports(fast, slow)) == str(slow)
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        Step(200, body=b"\x1f\x8b not gzip", headers={"Content-Encoding": "gzip"}),
+        Step(200, json=users_page([user_record(1)]), truncate_after=40),
+        Step(200, json=users_page([user_record(1)]), chunked=True, truncate_after=40),
+        Step(302, headers={"Location": "https://elsewhere.example/"}),
+    ],
+    ids=["bad gzip", "cut body", "cut chunks", "redirect"],
+)
+def test_both_lanes_report_a_broken_answer_with_the_same_words(step: Step) -> None:
+    with requests.Session() as session:
+        fast, slow = (get_error(step, lane) for lane in (None, session))
+
+    assert type(fast) is type(slow)
+    assert str(fast).replace(*ports(fast, slow)) == str(slow)
+
+
+def get_error(step: Step, session: requests.Session | None) -> Exception:
+    with ScriptedServer([step]) as server:
+        url = f"{server.base_url}/v1/Services/IS{'5e' * 16}/Users"
+        with pytest.raises(conv_frames.ConvFramesError) as caught:
+            transport(session).get_json(url, LoadStats())
+    return caught.value
+
+
+def load_error(fault: Fault, *, session: requests.Session | None) -> Exception:
+    plan = FaultPlan(at={1: fault})
+    with Emulator(users=120, faults=plan) as emu:
+        with pytest.raises(conv_frames.ConvFramesError) as caught:
+            conv_frames.load_users(
+                emu.service_sid,
+                max_attempts=1,
+                timeout=(5.0, 0.5),
+                session=session,
+                **options(emu),
+            )
+    return caught.value
+
+
+def ports(fast: Exception, slow: Exception) -> tuple[str, str]:
+    """The two servers' ports differ; everything else must not."""
+    found = [str(error).split("127.0.0.1:")[1].split("/")[0] for error in (fast, slow)]
+    return f"127.0.0.1:{found[0]}", f"127.0.0.1:{found[1]}"
+
+
+def options(emu: Emulator) -> dict[str, Any]:
+    return {
+        "account_sid": emu.account_sid,
+        "auth_token": emu.auth_token,
+        "base_url": emu.base_url,
+    }
+
+
+# --- the prefetch -------------------------------------------------------------
+
+
+def test_the_prefetch_never_runs_more_than_one_item_ahead() -> None:
+    produced: list[int] = []
+    lock = threading.Lock()
+
+    def items() -> Iterator[int]:
+        for number in range(50):
+            with lock:
+                produced.append(number)
+            yield number
+
+    for held in prefetch(items()):
+        with lock:
+            assert max(produced) <= held + 1
+        threading.Event().wait(0.001 if held % 7 else 0.02)  # let it run ahead
+
+
+def test_a_rejected_page_stops_the_walk_before_the_page_after_next() -> None:
+    pages = [[user_record(1)], [user_record(2, is_online="yes")], [user_record(3)]]
+    pages += [[user_record(number)] for number in range(4, 9)]
+    steps = []
+    for number, records in enumerate(pages):
+        link = None
+        if number + 1 < len(pages):
+            link = f"{{BASE}}/v1/Services/IS{'5e' * 16}/Users?Page={number + 1}"
+        steps.append(Step(json=users_page(records, page=number, next_page_url=link)))
+
+    for _ in range(20):  # a race would show within a few tries
+        with ScriptedServer(steps) as server:
+            with pytest.raises(conv_frames.SchemaError):
+                conv_frames.load_users(
+                    "IS" + "5e" * 16,
+                    account_sid=CREDENTIALS.account_sid,
+                    auth_token="token",
+                    base_url=server.base_url,
+                )
+        assert len(server.requests) <= 3
+
+
+# --- several services at once -------------------------------------------------
+
+
+def test_load_services_gives_each_service_its_own_frame() -> None:
+    with Emulator(users=[120, 30, 0, 75]) as emu:
+        frames = conv_frames.load_services(
+            emu.service_sids, max_workers=2, **options(emu)
+        )
+        alone = {
+            sid: conv_frames.load_users(sid, **options(emu)) for sid in emu.service_sids
+        }
+
+    assert list(frames) == emu.service_sids
+    for sid, frame in frames.items():
+        assert_frame_equal(frame, alone[sid])
+        assert frame.attrs["service_sid"] == sid
+    assert [len(frame) for frame in frames.values()] == [120, 30, 0, 75]
+
+
+def test_load_services_keeps_within_its_bound() -> None:
+    # The emulator answers 429 to a third request in flight, and no retry is
+    # allowed: any excess would fail a service.
+    with Emulator(users=[200] * 4, latency=0.01, max_concurrency=2) as emu:
+        frames = conv_frames.load_services(
+            emu.service_sids, max_workers=2, max_attempts=1, **options(emu)
+        )
+
+    assert [len(frame) for frame in frames.values()] == [200] * 4
+
+
+def test_load_services_runs_services_side_by_side() -> None:
+    with Emulator(users=[250, 250], latency=0.02) as emu:
+        conv_frames.load_services(emu.service_sids, max_workers=2, **options(emu))
+        paths = [entry.path for entry in emu.requests]
+
+    first, second = (f"/v1/Services/{sid}/Users" for sid in emu.service_sids)
+    # Sequential loads would list one service's five pages, then the other's.
+    assert paths.index(second) < len(paths) - 1 - paths[::-1].index(first)
+
+
+def test_one_failing_service_loses_none_of_the_others() -> None:
+    unknown = "IS" + "ab" * 16
+    with Emulator(users=[120, 30]) as emu:
+        with pytest.raises(ServicesLoadError) as caught:
+            conv_frames.load_services(
+                [emu.service_sids[0], unknown, emu.service_sids[1]], **options(emu)
+            )
+
+    error = caught.value
+    assert list(error.frames) == [emu.service_sids[0], emu.service_sids[1]]
+    assert [len(frame) for frame in error.frames.values()] == [120, 30]
+    assert list(error.errors) == [unknown]
+    assert isinstance(error.errors[unknown], conv_frames.APIError)
+    assert error.errors[unknown].status == 404  # type: ignore[attr-defined]
+    assert "1 of 3 services failed" in str(error)
+    assert unknown in str(error)
+    assert emu.auth_token not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("sids", "workers", "message"),
+    [
+        (["IS123"], 4, "not a Conversations service SID"),
+        ([], 0, "max_workers=0"),
+        ([], True, "max_workers=True"),
+    ],
+)
+def test_load_services_checks_its_arguments_before_any_request(
+    sids: list[str], workers: Any, message: str
+) -> None:
+    with Emulator(users=[10]) as emu:
+        with pytest.raises(ConfigurationError, match=message):
+            conv_frames.load_services(sids, max_workers=workers, **options(emu))
+        assert emu.requests == []
+
+
+def test_a_service_given_twice_is_loaded_once() -> None:
+    with Emulator(users=[60]) as emu:
+        frames = conv_frames.load_services([emu.service_sid] * 3, **options(emu))
+        assert len(emu.requests) == 2
+
+    assert list(frames) == [emu.service_sid]
+
+
+class _DictSubclass(dict[str, Any]):
+    """Not exactly a dict: the one-pass path leaves such records to the columns."""
