@@ -251,10 +251,8 @@ class Client:
         the same as ``load_users(..., parquet_path=...)`` writes.
 
         Args:
-            row_group_rows: Gather pages into Parquet row groups of about this
-                many rows; by default each page is a row group. Each row group
-                costs the writer memory until the file is closed, so large
-                services want a few thousand rows or more (see ParquetSink).
+            row_group_rows: Users per Parquet row group (pages are gathered
+                until that many have come); by default ``ROW_GROUP_ROWS``.
 
         Returns:
             The provenance written to the file (rows, pages, retries...).

@@ -20,11 +20,21 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._errors import ExportError, SchemaError
-from ._frame import decode_attribute_text, table_to_frame, unify_tables
+from ._errors import ConfigurationError, ExportError, SchemaError
+from ._frame import (
+    check_dtype_backend,
+    decode_attribute_text,
+    table_to_frame,
+    unify_tables,
+)
 from ._schema import ATTRIBUTES, USERS_SCHEMA, DtypeBackend
 
 __all__ = ["ATTRS_KEY", "ParquetSink", "atomic_path", "read_parquet", "write_table"]
+
+#: Users per Parquet row group. pyarrow's writer keeps some 28 KB per row group
+#: until the file closes, so a group per 50-user page would grow with the service;
+#: groups this size keep the writer's memory flat and the file compact.
+ROW_GROUP_ROWS = 16_384
 
 #: Key of the file metadata entry that holds the frame's attrs as JSON.
 ATTRS_KEY = b"conv_frames.attrs"
@@ -53,12 +63,8 @@ class ParquetSink:
     publishing (an error, a failed load) removes it and leaves ``path`` as it
     was. Memory stays at about one page.
 
-    Each :meth:`write` is one row group unless ``row_group_rows`` is given:
-    then pages wait in memory until that many rows have come, and are written
-    as one row group. pyarrow's writer keeps some 28 KB per row group until
-    the file is closed, so one group per 50-user page grows with the service
-    (about 170 MB at 300,000 users); groups of 16,384 rows keep memory flat
-    and the file smaller.
+    Pages wait in memory until ``row_group_rows`` rows have come, and are
+    written as one row group (see :data:`ROW_GROUP_ROWS`).
 
     A page whose columns differ from what was written (an unknown field that
     appears late, attributes that turned to plain text in lenient mode) makes
@@ -69,13 +75,13 @@ class ParquetSink:
     def __init__(
         self, path: str | os.PathLike[str], *, row_group_rows: int | None = None
     ) -> None:
-        self.path = Path(path)
+        self.path = destination(path)
         self.rows = 0
         self._publisher = atomic_path(self.path)
         self._temporary = self._publisher.__enter__()
         self._writer: pq.ParquetWriter | None = None
         self._done = False
-        self._row_group_rows = row_group_rows
+        self._row_group_rows = row_group_rows or ROW_GROUP_ROWS
         self._pending: list[pa.Table] = []
 
     def __enter__(self) -> ParquetSink:
@@ -95,7 +101,7 @@ class ParquetSink:
         self._pending.append(table)
         self.rows += table.num_rows
         waiting = sum(pending.num_rows for pending in self._pending)
-        if self._row_group_rows is None or waiting >= self._row_group_rows:
+        if waiting >= self._row_group_rows:
             self._flush()
 
     def _flush(self) -> None:
@@ -151,7 +157,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     On any failure the temporary file is removed and ``path`` is untouched.
     """
-    final = Path(path)
+    final = destination(path)
     temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with _export_errors(final):
@@ -159,10 +165,40 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             _fsync(temporary)
             os.replace(temporary, final)
     finally:
-        # NotADirectoryError: the destination's parent is a file, so the
-        # temporary file never existed; don't let it hide the ExportError.
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        # The temporary file may never have existed (a missing folder, a name
+        # too long); that must not hide the ExportError being raised.
+        with contextlib.suppress(OSError):
             temporary.unlink()
+
+
+def destination(path: str | os.PathLike[str]) -> Path:
+    """Check an output path and return where the file will really be published.
+
+    A symbolic link is followed, so the file it points to is replaced and the
+    link kept. Anything that exists there and is not a regular file (a folder,
+    a device such as /dev/null) is refused rather than replaced.
+
+    Raises:
+        ConfigurationError: The path cannot name a file.
+        ExportError: Something other than a regular file is in the way.
+    """
+    try:
+        final = Path(os.fsdecode(os.fspath(path)))
+        if "\0" in str(final) or final.name in ("", ".", ".."):
+            raise ValueError("it names no file")
+    except (TypeError, ValueError) as error:
+        raise ConfigurationError(
+            f"the Parquet path {path!r} is not a file path ({error}); give a path "
+            "such as data/users.parquet"
+        ) from None
+    if final.is_symlink():
+        final = final.resolve()
+    if final.exists() and not final.is_file():
+        raise ExportError(
+            f"{final} exists and is not a regular file (a folder or a device); "
+            "refusing to replace it, choose another path"
+        )
+    return final
 
 
 def read_parquet(
@@ -177,10 +213,18 @@ def read_parquet(
     :func:`read_snapshot` reads a snapshot of a dataset.
 
     Raises:
-        SchemaError: The file is not a conv_frames users export.
+        ConfigurationError: ``dtype_backend`` is not a known backend.
+        SchemaError: The file is not Parquet, or not a conv_frames users export.
+        FileNotFoundError: There is no file at ``path``.
     """
-    file = pq.ParquetFile(path)
-    table = file.read()
+    check_dtype_backend(dtype_backend)
+    try:
+        file = pq.ParquetFile(path)
+        table = file.read()
+    except (pa.ArrowInvalid, OSError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise SchemaError(f"{path} is not a readable Parquet file: {error}") from None
     missing = [name for name in USERS_SCHEMA.names if name not in table.column_names]
     if missing:
         raise SchemaError(f"{path} is not a users export: it lacks columns {missing}")
@@ -190,9 +234,22 @@ def read_parquet(
         decode_attribute_text(table[ATTRIBUTES]),
         dtype_backend=dtype_backend,
     )
-    raw = (file.metadata.metadata or {}).get(ATTRS_KEY)
-    frame.attrs.update(orjson.loads(raw) if raw else {})
+    frame.attrs.update(_stored_attrs(file, path))
     return frame
+
+
+def _stored_attrs(file: pq.ParquetFile, path: object) -> dict[str, Any]:
+    raw = (file.metadata.metadata or {}).get(ATTRS_KEY)
+    try:
+        attrs = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        attrs = None
+    if not isinstance(attrs, dict):
+        raise SchemaError(
+            f"{path} has a {ATTRS_KEY.decode()} metadata entry that is not a JSON "
+            "object; the file was changed by another tool"
+        )
+    return attrs
 
 
 def _cast_to_schema(table: pa.Table) -> pa.Table:

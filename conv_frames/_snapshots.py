@@ -60,12 +60,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SERVICE_SOURCE = "/v1/Users"
 
-#: Users per Parquet row group in a snapshot. pyarrow's writer holds state for
-#: every row group until the file is closed, so one group per 50-user page
-#: would make memory grow with the service; groups of this size keep it flat
-#: (see benchmarks/bench_export_memory.py) and suit DuckDB, Polars and Spark.
-ROW_GROUP_ROWS = 16_384
-
 
 @dataclass(frozen=True)
 class ServiceSnapshot:
@@ -514,7 +508,6 @@ def _write_snapshot(job: _Job, settings: _Settings) -> tuple[str, dict[str, Any]
             page_size=settings.page_size,
             max_pages=settings.max_pages,
             invalid_attributes=settings.invalid_attributes,
-            row_group_rows=ROW_GROUP_ROWS,
         )
         _check_partition(part, job.service_sid)
         manifest = _manifest(job, settings, attrs, started, part)

@@ -69,7 +69,24 @@ def test_streaming_export_equals_the_in_memory_load(tmp_path: Path) -> None:
     assert pq.read_table(streamed).equals(pq.read_table(loaded))
     assert_frame_equal(conv_frames.read_parquet(streamed), frame)
     assert_frame_equal(conv_frames.read_parquet(loaded), frame)
-    assert pq.ParquetFile(streamed).metadata.num_row_groups == 3
+    # Pages are gathered into row groups of ROW_GROUP_ROWS users, not one a page.
+    assert pq.ParquetFile(streamed).metadata.num_row_groups == 1
+
+
+def test_pages_are_gathered_into_row_groups_of_the_given_size(tmp_path: Path) -> None:
+    path = tmp_path / "users.parquet"
+    with (
+        ScriptedServer(chain(PAGES)) as server,
+        conv_frames.Client(
+            base_url=server.base_url,
+            **{k: v for k, v in OPTIONS.items() if k != "page_size"},
+        ) as client,
+    ):
+        client.export_users(SERVICE_SID, path, page_size=2, row_group_rows=3)
+
+    metadata = pq.ParquetFile(path).metadata
+    sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    assert sizes == [4, 1]
 
 
 def test_a_field_that_appears_on_a_later_page_is_kept_in_the_stream(

@@ -26,6 +26,7 @@ from scripted import user_record as make_user
 from scripted import user_sid as sid
 
 from conv_frames import (
+    ConfigurationError,
     ExportError,
     SchemaError,
     read_parquet,
@@ -546,3 +547,49 @@ def test_a_successful_export_replaces_the_file_and_leaves_nothing_else(
     assert path.read_bytes() != before
     assert pq.ParquetFile(path).metadata.num_rows == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["users.parquet"]
+
+
+def test_a_symlinked_output_replaces_its_target_and_keeps_the_link(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "real" / "users.parquet"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    link = tmp_path / "users.parquet"
+    link.symlink_to(target)
+
+    export([[make_user(1)]], link)
+
+    assert link.is_symlink()
+    assert read_parquet(target)["sid"].tolist() == [sid(1)]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["users.parquet"]
+
+
+@pytest.mark.parametrize("kind", ["folder", "device"])
+def test_something_that_is_not_a_regular_file_is_never_replaced(
+    tmp_path: Path, kind: str
+) -> None:
+    if kind == "folder":
+        path = tmp_path / "users.parquet"
+        path.mkdir()
+    else:
+        path = Path("/dev/null")
+
+    with pytest.raises(ExportError, match="is not a regular file"):
+        export([[make_user(1)]], path)
+
+    assert path.is_dir() if kind == "folder" else path.is_char_device()
+
+
+@pytest.mark.parametrize("bad", ["", ".", "/", b"users\0.parquet"])
+def test_a_path_that_names_no_file_is_a_configuration_error(bad: Any) -> None:
+    with pytest.raises(ConfigurationError, match="is not a file path"):
+        export([[make_user(1)]], bad)
+
+
+def test_a_file_that_is_not_parquet_is_a_schema_error(tmp_path: Path) -> None:
+    path = tmp_path / "users.parquet"
+    path.write_text("name,sid\n")
+
+    with pytest.raises(SchemaError, match="is not a readable Parquet file"):
+        read_parquet(path)

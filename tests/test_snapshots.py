@@ -120,7 +120,7 @@ def test_a_run_publishes_one_snapshot_per_service_with_its_manifest(
 def test_pages_are_gathered_into_row_groups_of_the_snapshot_size(
     emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(conv_frames._snapshots, "ROW_GROUP_ROWS", 100)
+    monkeypatch.setattr(conv_frames._parquet, "ROW_GROUP_ROWS", 100)
     sid = emulator.service_sids[0]
     run = conv_frames.export_snapshots(tmp_path, [sid], **options(emulator))
 
