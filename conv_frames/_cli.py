@@ -16,16 +16,19 @@ Exit codes (for cron):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ._client import export_users, load_users
+from ._client import DEFAULT_TIMEOUT, export_users, load_users
 from ._dataset import DatasetLockedError
 from ._diff import UsersDiff, diff_snapshots, diff_users
 from ._errors import (
@@ -40,6 +43,9 @@ from ._errors import (
 from ._parquet import read_parquet
 from ._snapshots import ServiceSnapshot, export_snapshots
 
+if TYPE_CHECKING:
+    from .emulator import Emulator
+
 __all__ = ["exit_code", "main"]
 
 EXIT_OK = 0
@@ -52,6 +58,7 @@ EXIT_PAGINATION = 6
 EXIT_EXPORT = 7
 EXIT_LOCKED = 8
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,16 +72,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.run(args))
     except ConvFramesError as error:
-        if args.debug:
-            raise
         print(f"conv-frames: {type(error).__name__}: {error}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exception(error, file=sys.stderr)
         return exit_code(error)
     except KeyboardInterrupt:
         print("conv-frames: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except _Terminated:
+        print("conv-frames: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every ``finally`` runs.
+
+    cron's timeout, systemd and Kubernetes stop a job with SIGTERM; unwinding
+    removes the half-written export instead of leaving it on disk.
+    """
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated
 
 
 def exit_code(error: ConvFramesError) -> int:
@@ -97,9 +122,7 @@ def exit_code(error: ConvFramesError) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .emulator import Emulator
-
-    with Emulator(users=args.users, seed=args.seed) as emulator:
+    with _running_emulator(users=args.users, seed=args.seed) as emulator:
         print(f"emulator: {len(emulator.users())} users at {emulator.base_url}")
         started = time.perf_counter()
         frame = load_users(
@@ -123,13 +146,10 @@ def _export(args: argparse.Namespace) -> int:
     attrs = export_users(
         service_sid,
         _output(args.output),
-        base_url=args.base_url,
         page_size=args.page_size,
-        timeout=args.timeout,
-        max_attempts=args.max_attempts,
-        max_retry_wait=args.max_retry_wait,
         invalid_attributes=args.invalid_attributes,
         progress=args.progress,
+        **_client_options(args),
     )
     print(
         f"exported {attrs['rows']} users of {service_sid} to {args.output}: "
@@ -137,6 +157,19 @@ def _export(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - started:.2f} s"
     )
     return EXIT_OK
+
+
+def _client_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The export options shared by the single-file and the dataset export."""
+    return {
+        "base_url": args.base_url,
+        # --timeout is the read timeout; a connection gets at most 10 s of it.
+        "timeout": (min(DEFAULT_TIMEOUT[0], args.timeout), args.timeout),
+        "max_attempts": args.max_attempts,
+        "max_retry_wait": args.max_retry_wait,
+        "max_total_wait": args.max_total_wait,
+        "max_pages": args.max_pages,
+    }
 
 
 def _one_service(args: argparse.Namespace) -> str:
@@ -174,10 +207,7 @@ def _export_dataset(args: argparse.Namespace) -> int:
         lock_timeout=args.wait or 0.0,
         page_size=args.page_size,
         invalid_attributes=args.invalid_attributes,
-        base_url=args.base_url,
-        timeout=args.timeout,
-        max_attempts=args.max_attempts,
-        max_retry_wait=args.max_retry_wait,
+        **_client_options(args),
     )
     code = EXIT_OK
     for service in run.services:
@@ -258,21 +288,20 @@ def _write_changes(diff: UsersDiff, path: Path) -> None:
 
 
 def _emulator(args: argparse.Namespace) -> int:
-    from .emulator import Emulator, FaultPlan
+    from .emulator import FaultPlan
 
     try:
         faults = FaultPlan.parse(args.faults) if args.faults else None
-        emulator = Emulator(
-            users=args.users,
-            seed=args.seed,
-            port=args.port,
-            page_size_cap=args.page_size_cap,
-            latency=args.latency,
-            faults=faults,
-        )
     except ValueError as error:  # a usage error: one line and exit 2, no traceback
         raise ConfigurationError(str(error)) from error
-    with emulator:
+    with _running_emulator(
+        users=args.users,
+        seed=args.seed,
+        port=args.port,
+        page_size_cap=args.page_size_cap,
+        latency=args.latency,
+        faults=faults,
+    ) as emulator:
         print(f"Twilio Conversations emulator on {emulator.base_url}")
         print(f"  service:  {emulator.service_sid} ({len(emulator.users())} users)")
         print(f"  export TWILIO_ACCOUNT_SID={emulator.account_sid}")
@@ -280,6 +309,28 @@ def _emulator(args: argparse.Namespace) -> int:
         print("Ctrl-C stops it.", flush=True)
         emulator.serve_forever()
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _running_emulator(**settings: Any) -> Iterator[Emulator]:
+    """Start the emulator; bad settings or a busy port are usage errors (exit 2)."""
+    from .emulator import Emulator
+
+    try:
+        emulator = Emulator(**settings)
+        emulator.start()
+    except (ValueError, OverflowError) as error:  # OverflowError: a port > 65535
+        raise ConfigurationError(str(error)) from error
+    except OSError as error:
+        port = settings.get("port", 0)
+        raise ConfigurationError(
+            f"the emulator cannot listen on 127.0.0.1:{port}: {error.strerror}; "
+            "choose another --port"
+        ) from error
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
 
 
 def _output(path: str) -> Path:
@@ -402,9 +453,15 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     export.add_argument("--base-url", help="API root (default: Twilio, or the region)")
     export.add_argument("--page-size", type=int, default=50)
-    export.add_argument("--timeout", type=float, default=30.0, help="seconds")
+    export.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT[1], help="read timeout, s"
+    )
     export.add_argument("--max-attempts", type=int, default=5)
     export.add_argument("--max-retry-wait", type=float, default=60.0, help="seconds")
+    export.add_argument(
+        "--max-total-wait", type=float, default=300.0, help="seconds, per page"
+    )
+    export.add_argument("--max-pages", type=int, help="stop past this many pages")
     export.add_argument(
         "--invalid-attributes", choices=("raise", "null"), default="raise"
     )

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +24,7 @@ from scripted import (
 
 import conv_frames
 from conv_frames._cli import main
+from conv_frames.emulator import Emulator
 
 
 @pytest.fixture
@@ -143,8 +149,59 @@ def test_export_into_a_missing_folder_is_refused_before_any_request(
 
 
 @pytest.mark.usefixtures("credentials")
-def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+def test_debug_adds_the_traceback_and_keeps_the_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     step = Step(401, json=twilio_error(401, 20003, "Authenticate"))
     with ScriptedServer([step]) as server:
-        with pytest.raises(conv_frames.APIError, match="20003"):
-            export(server, tmp_path / "users.parquet", "--debug")
+        assert export(server, tmp_path / "users.parquet", "--debug") == 3
+
+    err = capsys.readouterr().err
+    assert "conv-frames: APIError: HTTP 401 (Twilio error 20003)" in err
+    assert "Traceback (most recent call last)" in err
+    assert AUTH_TOKEN not in err
+
+
+def test_sigterm_mid_export_leaves_no_partial_file(tmp_path: Path) -> None:
+    """cron's timeout, systemd and Kubernetes stop jobs with SIGTERM."""
+    output = tmp_path / "users.parquet"
+    output.write_bytes(b"yesterday's export")
+    with Emulator(users=5000, seed=1, latency=0.02) as emulator:
+        environment = {
+            **os.environ,
+            "TWILIO_ACCOUNT_SID": emulator.account_sid,
+            "TWILIO_AUTH_TOKEN": emulator.auth_token,
+        }
+        command = [sys.executable, "-m", "conv_frames", "export", emulator.service_sid]
+        command += ["--output", str(output), "--base-url", emulator.base_url]
+        process = subprocess.Popen(  # noqa: S603  # our interpreter, our arguments
+            command, env=environment, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 30
+        while len(emulator.requests) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+
+    assert process.returncode == 143
+    assert err.strip().splitlines()[-1] == "conv-frames: terminated"
+    assert output.read_bytes() == b"yesterday's export"
+    assert [p.name for p in tmp_path.iterdir()] == ["users.parquet"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--users", "-3"], "conv-frames: ConfigurationError: "),
+        (["emulator", "--users", "-1"], "conv-frames: ConfigurationError: "),
+        (["emulator", "--port", "70000"], "conv-frames: ConfigurationError: "),
+    ],
+)
+def test_bad_emulator_settings_are_one_line_and_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+
+    err = capsys.readouterr().err
+    assert err.startswith(message)
+    assert "Traceback" not in err

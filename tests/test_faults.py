@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import re
 import time
 from collections.abc import Callable
 from http import HTTPStatus
@@ -794,13 +795,20 @@ def test_an_unwritable_folder_exits_7_and_keeps_the_earlier_file(
     assert [p.name for p in tmp_path.iterdir()] == ["users.parquet"]
 
 
-def test_debug_lets_the_traceback_of_a_transient_failure_through(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli_sleeps: SleepRecorder
+def test_debug_adds_the_traceback_of_a_transient_failure(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cli_sleeps: SleepRecorder,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     with on_page_1(*[Fault("html_503")] * 3) as emu:
         sign_in(monkeypatch, emu)
-        with pytest.raises(APIError, match=r"^HTTP 503 from .* after 3 attempts: "):
-            export(emu, tmp_path / "users.parquet", "--debug")
+        code = export(emu, tmp_path / "users.parquet", "--debug")
+
+    assert code == 4
+    err = capsys.readouterr().err
+    assert re.search(r"APIError: HTTP 503 from .* after 3 attempts: ", err)
+    assert "Traceback (most recent call last)" in err
 
 
 # -- the emulator command's --faults ------------------------------------------
