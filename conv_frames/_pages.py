@@ -154,8 +154,16 @@ def _next_url(
 ) -> str | None:
     if page.next_page_url is None:
         return None
-    url = urljoin(page.url, page.next_page_url)
-    parts = urlsplit(url)
+    try:
+        url = urljoin(page.url, page.next_page_url)
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # raises ValueError for a port that is not one
+    except ValueError as error:
+        raise PaginationError(
+            f"refused the next page link of page {page.number}, "
+            f"{redact_url(page.next_page_url)}: it is not a valid URL ({error}); "
+            "nothing was sent to it"
+        ) from None
     identity = _identity(url)
     problem = None
     if parts.username is not None or parts.password is not None:

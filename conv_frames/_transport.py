@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import orjson
 import requests
@@ -224,12 +224,18 @@ def redact_url(url: str) -> str:
     """Drop user info from a URL so it can be logged or put in a message."""
     if "@" not in url:
         return url  # no user info; the common case, called on every request
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
+    # Plain string work: a URL from a server may hold a port or a host that
+    # urllib refuses to parse, and the message about it must still be built.
+    scheme, separator, rest = url.partition("://")
+    if separator:
+        prefix = scheme + separator
+    elif url.startswith("//"):
+        prefix, rest = "//", url[2:]
+    else:
+        return url  # a relative reference has no authority to hide
+    authority = re.match(r"[^/?#]*", rest)
+    end = authority.end() if authority else 0
+    return prefix + rest[:end].rpartition("@")[2] + rest[end:]
 
 
 class _BasicAuth(requests.auth.AuthBase):

@@ -256,3 +256,32 @@ def test_iter_user_pages_yields_raw_records_page_by_page() -> None:
     assert pages[0] == [user_record(1), user_record(2)]
     assert pages[0].page_size == 2
     assert pages[1].next_page_url is None
+
+
+@pytest.mark.parametrize(
+    ("link", "reason"),
+    [
+        (f"http://u:p@127.0.0.1:99999{USERS_PATH}?Page=1", "not a valid URL"),
+        (f"http://[::1{USERS_PATH}?Page=1", "not a valid URL"),
+        (f"http://127.0.0.1:abc{USERS_PATH}?Page=1", "not a valid URL"),
+    ],
+    ids=["port-out-of-range", "broken-ipv6", "port-not-a-number"],
+)
+def test_a_next_link_urllib_cannot_parse_is_a_pagination_error(
+    link: str, reason: str
+) -> None:
+    with ScriptedServer(
+        [Step(json=users_page([user_record(1)], next_page_url=link))]
+    ) as s:
+        with pytest.raises(PaginationError, match=reason) as caught:
+            load(s)
+
+    assert len(s.requests) == 1
+    assert "u:p@" not in str(caught.value)
+
+
+def test_a_redirect_whose_location_urllib_cannot_parse_is_still_an_api_error() -> None:
+    redirect = Step(302, body="", headers={"Location": "http://u:p@h:abc/"})
+    with ScriptedServer([redirect]) as server:
+        with pytest.raises(conv_frames.APIError, match="redirect to http://h:abc/"):
+            load(server)
