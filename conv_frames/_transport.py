@@ -109,12 +109,18 @@ class Transport:
     ) -> None:
         self.timeout = timeout
         self.retry = retry
+        # Auth and headers go with each request, so a session the caller lends
+        # is never changed: it must not carry the credentials anywhere after.
+        self._auth = _BasicAuth(credentials)
+        self._headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
+        self._owns_session = session is None
         self._session = session or requests.Session()
-        self._session.auth = _BasicAuth(credentials)
-        self._session.headers.update(
-            {"Accept": "application/json", "User-Agent": _USER_AGENT}
+        if self._owns_session:
+            self._session.auth = self._auth
+            self._session.headers.update(self._headers)
+        self._pools = (
+            _DirectPools(self._session, timeout) if self._owns_session else None
         )
-        self._pools = None if session else _DirectPools(self._session, timeout)
         self._retrying = Retrying(
             retry=retry_if_exception(_is_transient),
             stop=stop_after_attempt(retry.max_attempts)
@@ -138,7 +144,8 @@ class Transport:
         """Release the pooled connections."""
         if self._pools is not None:
             self._pools.close()
-        self._session.close()
+        if self._owns_session:
+            self._session.close()
 
     def get_json(self, url: str, stats: LoadStats) -> Any:
         """GET ``url`` and decode its JSON body, retrying transient faults.
@@ -177,7 +184,11 @@ class Transport:
     def _get_with_session(self, url: str, shown: str) -> _Answer:
         try:
             response = self._session.get(
-                url, timeout=self.timeout, allow_redirects=False
+                url,
+                timeout=self.timeout,
+                allow_redirects=False,
+                auth=self._auth,
+                headers=self._headers,
             )
         except requests.RequestException as error:
             raise _network_error(error, shown) from error

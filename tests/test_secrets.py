@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+import requests
 from conftest import SleepRecorder
 from emulated import EVERY_TRANSIENT_FAULT, TIMEOUT, VirtualClock, credentials
 from pandas.testing import assert_frame_equal
@@ -351,3 +352,21 @@ def test_the_clients_reprs_mask_the_secret(variant: str) -> None:
         if form in text
     ]
     assert leaks == []
+
+
+def test_a_lent_session_is_not_left_carrying_the_credentials() -> None:
+    """After a load, the caller's session sends nothing of ours anywhere else."""
+    session = requests.Session()
+    with Emulator(users=3, seed=SEED) as emu:
+        frame = conv_frames.load_users(
+            emu.service_sid,
+            account_sid=emu.account_sid,
+            auth_token=emu.auth_token,
+            base_url=emu.base_url,
+            session=session,
+        )
+
+    assert len(frame) == 3
+    assert session.auth is None
+    assert "Authorization" not in session.headers
+    assert session.get_adapter("http://127.0.0.1/") is not None  # still open
