@@ -57,6 +57,8 @@ DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 30.0)
 _VERSION = "0.1.0"
 #: Pages of SIDs a tally merges into one array (#4).
 _SID_CHUNKS_PER_BLOCK = 128
+#: Pages between returns of Arrow's unused memory to the system (#4).
+_RELEASE_EVERY_PAGES = 64
 
 
 class Client:
@@ -291,7 +293,7 @@ class Client:
                     ParquetSink(parquet_path, row_group_rows=row_group_rows)
                 )
             # The next page is on the wire while this one is typed and written.
-            for page in prefetch(pages):
+            for page in prefetch(pages, stop=tally.stats.cancelled):
                 batch = normalize_records(page, invalid_attributes=invalid_attributes)
                 tally.add(batch)
                 if sink is not None:
@@ -299,6 +301,10 @@ class Client:
                 if keep is not None:
                     keep(batch)
                 report.update(tally.rows, **tally.counts())
+                if tally.pages % _RELEASE_EVERY_PAGES == 0:
+                    # Arrow's pool keeps what pages and row groups freed for
+                    # reuse; handing it back keeps a long load's RSS flat (#4).
+                    pa.default_memory_pool().release_unused()
             attrs = tally.provenance(self.credentials.account_sid, self.base_url)
             if sink is not None:
                 sink.publish(attrs)

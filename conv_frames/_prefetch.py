@@ -20,6 +20,7 @@ __all__ = ["prefetch"]
 
 T = TypeVar("T")
 
+_JOIN_SECONDS = 2.0
 _POLL_SECONDS = 0.1
 
 
@@ -34,14 +35,22 @@ class _Failed:
         self.error = error
 
 
-def prefetch(items: Iterator[T], *, name: str = "conv-frames-prefetch") -> Iterator[T]:
+def prefetch(
+    items: Iterator[T],
+    *,
+    stop: threading.Event | None = None,
+    name: str = "conv-frames-prefetch",
+) -> Iterator[T]:
     """Yield from ``items``, producing the next item in a background thread.
 
     Order is kept and nothing is produced twice, and at most one item is
     produced ahead of the one the consumer holds. The first error the producer
     meets is raised here, after every item produced before it; if the consumer
-    stops early (an error of its own, or ``close()``), the producer stops after
-    the item it is working on, and the thread is joined before this returns.
+    stops early (an error of its own, or ``close()``), ``stop`` is set and the
+    producer stops after the item it is working on; pass an event the producer
+    also watches (``LoadStats.cancelled``) so that its retry waits end at once.
+    The thread is joined before this returns, for up to two seconds: a request
+    already on the wire ends within its own timeout, its answer dropped.
     """
     # Two C-level queues: items one way, permits to produce the other. The
     # permits bound the items waiting to two; Queue and Semaphore, built on
@@ -49,7 +58,7 @@ def prefetch(items: Iterator[T], *, name: str = "conv-frames-prefetch") -> Itera
     handoff: queue.SimpleQueue[T | _Done | _Failed] = queue.SimpleQueue()
     asked: queue.SimpleQueue[None] = queue.SimpleQueue()
     asked.put(None)  # one permit per item; the first is free
-    stop = threading.Event()
+    stop = stop or threading.Event()
     worker = threading.Thread(
         target=_produce, args=(items, handoff, asked, stop), name=name, daemon=True
     )
@@ -65,7 +74,9 @@ def prefetch(items: Iterator[T], *, name: str = "conv-frames-prefetch") -> Itera
             yield item
     finally:
         stop.set()
-        worker.join()
+        # A request already on the wire ends within its timeout; past a short
+        # wait the daemon thread is left to finish it and drop the answer.
+        worker.join(timeout=_JOIN_SECONDS)
 
 
 def _produce(

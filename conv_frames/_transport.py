@@ -20,9 +20,10 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -80,6 +81,9 @@ class LoadStats:
     requests: int = 0
     retries: int = 0
     pages: int = 0
+    #: Set when the load is abandoned (its consumer failed or was interrupted):
+    #: a retry wait ends at once and no further request is sent.
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 #: A fast-lane origin: its connection pool, and the headers sent there.
@@ -109,6 +113,7 @@ class Transport:
     ) -> None:
         self.timeout = timeout
         self.retry = retry
+        self._sleep = sleep
         # Auth and headers go with each request, so a session the caller lends
         # is never changed: it must not carry the credentials anywhere after.
         self._auth = _BasicAuth(credentials)
@@ -162,14 +167,27 @@ class Transport:
             stats.retries += 1
             self._log_retry(state)
 
-        retrying = self._retrying.copy(before_sleep=before_sleep)
+        retrying = self._retrying.copy(
+            before_sleep=before_sleep, sleep=self._sleep_unless_cancelled(stats)
+        )
         try:
             return retrying(self._get_once, url, stats)
         except (APIError, TransportError) as error:
             error.attempts = int(retrying.statistics.get("attempt_number", 1))
             raise
 
+    def _sleep_unless_cancelled(self, stats: LoadStats) -> Sleep:
+        if self._sleep is not time.sleep:
+            return self._sleep  # a caller's own sleep (tests record the waits)
+
+        def sleep(seconds: float) -> None:
+            stats.cancelled.wait(seconds)  # ends early when the load is abandoned
+
+        return sleep
+
     def _get_once(self, url: str, stats: LoadStats) -> Any:
+        if stats.cancelled.is_set():
+            raise TransportError("load abandoned", url=redact_url(url), transient=False)
         stats.requests += 1
         shown = redact_url(url)
         answer = None if self._pools is None else self._pools.get(url, shown)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -191,3 +192,23 @@ def test_an_empty_service_exports_an_empty_file_with_the_full_schema(
     back = conv_frames.read_parquet(path)
     assert back.empty
     assert back.attrs == attrs
+
+
+def test_a_failed_page_does_not_wait_for_the_prefetched_pages_retries() -> None:
+    """Page 0 is bad while page 1 is in a long Retry-After: fail at once."""
+    link = f"{{BASE}}{USERS_PATH}?PageSize=2&Page=1&PageToken=PT1"
+    bad = users_page([user_record(1, is_online="yes")], next_page_url=link)
+    busy = Step(
+        429, json=twilio_error(429, 20429, "Too Many"), headers={"Retry-After": "20"}
+    )
+    options = {k: v for k, v in OPTIONS.items() if k != "sleep"}  # real waits
+    options["max_attempts"] = 3
+    with ScriptedServer([Step(json=bad)], default=busy) as server:
+        started = time.monotonic()
+        with pytest.raises(conv_frames.SchemaError, match="is_online"):
+            conv_frames.load_users(SERVICE_SID, base_url=server.base_url, **options)
+        elapsed = time.monotonic() - started
+        time.sleep(0.3)  # would a retry still come?
+
+    assert elapsed < 5
+    assert len(server.requests) <= 2

@@ -192,11 +192,10 @@ def test_a_session_given_to_the_client_carries_the_fetches(emu: Emulator) -> Non
     session = CountingSession()
     with conv_frames.Client(session=session, **options(emu)) as client:
         filled = client.fill_presence(listed(emu, 12))
-        assert not session.closed  # it belongs to the client until it closes
 
     assert presence(filled) == expected(filled)
     assert session.sent == 12
-    assert session.closed
+    assert not session.closed  # lent, not given: the caller closes it
 
 
 def test_the_pool_session_reads_the_environment_once(
