@@ -55,6 +55,8 @@ logger = logging.getLogger("conv_frames")
 #: Seconds to wait for a connection, and for each read of the answer.
 DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 30.0)
 _VERSION = "0.1.0"
+#: A timeout this long is a mistake, and sockets refuse infinite ones.
+_MAX_TIMEOUT = 86_400.0
 #: Pages of SIDs a tally merges into one array (#4).
 _SID_CHUNKS_PER_BLOCK = 128
 #: Pages between returns of Arrow's unused memory to the system (#4).
@@ -344,6 +346,12 @@ class Client:
     def _walk(
         self, first_url: str, page_size: int, max_pages: int | None, stats: LoadStats
     ) -> Iterator[Page]:
+        _check_max_pages(max_pages)
+        return self._pages(first_url, page_size, max_pages, stats)
+
+    def _pages(
+        self, first_url: str, page_size: int, max_pages: int | None, stats: LoadStats
+    ) -> Iterator[Page]:
         for page in iter_pages(
             self._transport, first_url, key="users", stats=stats, max_pages=max_pages
         ):
@@ -583,17 +591,23 @@ def _retry_policy(
     )
 
 
-def _check_timeout(timeout: Timeout) -> Timeout:
-    values = timeout if isinstance(timeout, tuple) else (timeout,)
-    if (
-        not values
-        or len(values) > 2
-        or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and v > 0
-            for v in values
-        )
+def _check_max_pages(max_pages: object) -> None:
+    if max_pages is not None and (
+        isinstance(max_pages, bool) or not isinstance(max_pages, int) or max_pages < 1
     ):
         raise ConfigurationError(
-            f"timeout={timeout!r} must be seconds > 0, or a (connect, read) pair"
+            f"max_pages={max_pages!r} must be a whole number of pages >= 1, or None"
+        )
+
+
+def _check_timeout(timeout: Timeout) -> Timeout:
+    values = timeout if isinstance(timeout, tuple) else (timeout,)
+    if len(values) != (2 if isinstance(timeout, tuple) else 1) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < _MAX_TIMEOUT
+        for v in values
+    ):
+        raise ConfigurationError(
+            f"timeout={timeout!r} must be seconds (more than 0, less than a day), "
+            "or a (connect, read) pair of them"
         )
     return timeout

@@ -173,6 +173,11 @@ def users_frame(
         ('string', {})
     """
     check_dtype_backend(dtype_backend)
+    if isinstance(records, Mapping | str | bytes) or not isinstance(records, Iterable):
+        raise ConfigurationError(
+            "records must be a list (or another iterable) of user dicts, not "
+            f"{type(records).__name__}"
+        )
     batch = normalize_records(list(records), invalid_attributes=invalid_attributes)
     frame = batches_to_frame([batch], dtype_backend=dtype_backend)
     frame.attrs["invalid_attributes"] = batch.invalid_attributes

@@ -148,7 +148,11 @@ def test_unsafe_base_urls_are_refused(base_url: str, message: str) -> None:
         ({"page_size": 1001}, "page_size=1001 is out of range"),
         ({"page_size": True}, "page_size=True is out of range"),
         ({"max_attempts": 0}, "max_attempts=0 must be an integer >= 1"),
-        ({"timeout": -1}, "timeout=-1 must be seconds > 0"),
+        ({"timeout": -1}, r"timeout=-1 must be seconds \(more than 0"),
+        ({"timeout": (1.0,)}, r"timeout=\(1.0,\) must be seconds"),
+        ({"timeout": float("inf")}, "timeout=inf must be seconds"),
+        ({"max_pages": 0}, "max_pages=0 must be a whole number of pages"),
+        ({"max_pages": "2"}, "max_pages='2' must be a whole number of pages"),
         ({"dtype_backend": "numpy"}, "dtype_backend='numpy' is not supported"),
     ],
 )

@@ -721,3 +721,9 @@ def test_bug_23_text_columns_are_string_dtype_with_na(backend: str) -> None:
     object_columns = [c for c in frame.columns if frame[c].dtype == object]
     wanted = ["attributes", "links"] if backend == "numpy_nullable" else ["attributes"]
     assert object_columns == wanted
+
+
+@pytest.mark.parametrize("records", [None, {"sid": "US1"}, "US1"])
+def test_records_that_are_not_a_list_of_dicts_are_refused(records: Any) -> None:
+    with pytest.raises(ConfigurationError, match="records must be a list"):
+        users_frame(records)
