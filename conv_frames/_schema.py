@@ -34,6 +34,7 @@ STRING_COLUMNS = (
     "role_sid",
     "identity",
     "friendly_name",
+    "url",
 )
 BOOLEAN_COLUMNS = ("is_online", "is_notifiable")
 TIMESTAMP_COLUMNS = ("date_created", "date_updated")

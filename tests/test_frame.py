@@ -20,6 +20,7 @@ from scripted import user_sid as sid
 
 from conv_frames import USERS_SCHEMA, ConfigurationError, SchemaError, users_frame
 from conv_frames._frame import batches_to_frame, concat_batches, normalize_records
+from conv_frames._schema import STRING_COLUMNS
 
 BASE_URL = f"https://conversations.twilio.com{USERS_PATH}"
 
@@ -38,15 +39,7 @@ COLUMNS = [
     "url",
     "links",
 ]
-TEXT_COLUMNS = [
-    "sid",
-    "account_sid",
-    "chat_service_sid",
-    "role_sid",
-    "identity",
-    "friendly_name",
-    "url",
-]
+TEXT_COLUMNS = list(STRING_COLUMNS)
 UTC_US = pd.DatetimeTZDtype(unit="us", tz="UTC")
 LINKS_TYPE = pa.map_(pa.string(), pa.string())
 

@@ -39,18 +39,11 @@ from conv_frames._frame import (
     normalize_records,
 )
 from conv_frames._parquet import atomic_path, write_table
+from conv_frames._schema import STRING_COLUMNS
 
 BASE_URL = f"https://conversations.twilio.com{USERS_PATH}"
 BACKENDS = ["numpy_nullable", "pyarrow"]
-TEXT_COLUMNS = [
-    "sid",
-    "account_sid",
-    "chat_service_sid",
-    "role_sid",
-    "identity",
-    "friendly_name",
-    "url",
-]
+TEXT_COLUMNS = list(STRING_COLUMNS)
 
 
 #: Attributes texts whose exact bytes the export must keep: spacing, key
