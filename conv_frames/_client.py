@@ -86,8 +86,9 @@ class Client:
             ``Retry-After`` included.
         max_total_wait: Most seconds spent waiting on one page's retries.
         sleep: The function used to wait (tests pass a recorder).
-        session: A ``requests.Session`` to use (proxies, adapters); the client
-            sets its auth and headers.
+        session: A ``requests.Session`` to use (proxies, adapters). It is lent,
+            not given: auth and headers travel with each request, the session
+            itself is left unchanged, and the caller closes it.
 
     Raises:
         ConfigurationError: Missing or malformed credentials or settings.
