@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -249,6 +250,7 @@ class Client:
         invalid_attributes: InvalidAttributes = "raise",
         progress: Progress = None,
         row_group_rows: int | None = None,
+        cancel: threading.Event | None = None,
     ) -> dict[str, Any]:
         """Stream every user of a service to Parquet, a page at a time.
 
@@ -258,6 +260,8 @@ class Client:
         Args:
             row_group_rows: Users per Parquet row group (pages are gathered
                 until that many have come); by default ``ROW_GROUP_ROWS``.
+            cancel: An event another thread sets to abandon the export: no
+                request is sent after it, and nothing is published.
 
         Returns:
             The provenance written to the file (rows, pages, retries...).
@@ -270,6 +274,7 @@ class Client:
             parquet_path,
             progress=progress,
             row_group_rows=row_group_rows,
+            cancel=cancel,
         )
 
     def _run(
@@ -282,11 +287,13 @@ class Client:
         keep: Callable[[UserBatch], None] | None = None,
         progress: Progress = None,
         row_group_rows: int | None = None,
+        cancel: threading.Event | None = None,
     ) -> dict[str, Any]:
         """Walk, type and optionally write every page; return the provenance."""
         check_invalid_attributes(invalid_attributes)
         first_url = self._users_url(service_sid, page_size)
         tally = _Tally(service_sid, datetime.now(UTC))
+        tally.stats.run_cancelled = cancel
         pages = self._walk(first_url, page_size, max_pages, tally.stats)
         with ExitStack() as stack:
             report = stack.enter_context(ProgressReporter(progress, task="users"))

@@ -15,6 +15,7 @@ import dataclasses
 import io
 import logging
 import os
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +43,7 @@ from ._dataset import (
     is_snapshot_key,
     next_snapshot_key,
 )
-from ._errors import ConfigurationError, ConvFramesError, SchemaError
+from ._errors import ConfigurationError, ConvFramesError, ExportError, SchemaError
 from ._frame import InvalidAttributes, check_dtype_backend, check_invalid_attributes
 from ._parquet import read_parquet
 from ._schema import DtypeBackend
@@ -343,6 +344,9 @@ class _Settings:
     max_pages: int | None
     invalid_attributes: InvalidAttributes
     client_options: Mapping[str, Any]
+    #: Set when the run is abandoned (Ctrl-C, SIGTERM): loads stop, and nothing
+    #: more is published or pruned.
+    cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
 def _check_selection(
@@ -462,10 +466,17 @@ def _run_jobs(
             else item
             for item in plan
         ]
-        return [
-            item if isinstance(item, ServiceSnapshot) else item.result()
-            for item in pending
-        ]
+        try:
+            return [
+                item if isinstance(item, ServiceSnapshot) else item.result()
+                for item in pending
+            ]
+        except BaseException:
+            # Ctrl-C or SIGTERM reaches only this thread: stop the others'
+            # loads, start no more, and let the pool wait for them to unwind.
+            settings.cancelled.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def _export_service(job: _Job, settings: _Settings) -> ServiceSnapshot:
@@ -489,7 +500,7 @@ def _export_service(job: _Job, settings: _Settings) -> ServiceSnapshot:
         )
 
     logger.info("published %s (%d users)", path, manifest["rows"])
-    if settings.keep is not None:
+    if settings.keep is not None and not settings.cancelled.is_set():
         _apply_retention(settings, job.service_sid, settings.keep)
     return dataclasses.replace(
         entry, path=path, manifest=manifest, seconds=time.perf_counter() - clock
@@ -508,7 +519,10 @@ def _write_snapshot(job: _Job, settings: _Settings) -> tuple[str, dict[str, Any]
             page_size=settings.page_size,
             max_pages=settings.max_pages,
             invalid_attributes=settings.invalid_attributes,
+            cancel=settings.cancelled,
         )
+        if settings.cancelled.is_set():
+            raise ExportError(f"the run was stopped before {job.source} was published")
         _check_partition(part, job.service_sid)
         manifest = _manifest(job, settings, attrs, started, part)
         path = dataset.publish(

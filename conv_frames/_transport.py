@@ -51,6 +51,8 @@ logger = logging.getLogger(__name__)
 Timeout = float | tuple[float, float]
 Sleep = Callable[[float], None]
 
+#: How often a retry wait looks whether a run of loads was abandoned.
+_CANCEL_POLL_SECONDS = 0.25
 _USER_AGENT = "conv-frames/0.1 (+python-requests)"
 _SECONDS = re.compile(r"\d+(?:\.\d+)?")
 
@@ -84,6 +86,13 @@ class LoadStats:
     #: Set when the load is abandoned (its consumer failed or was interrupted):
     #: a retry wait ends at once and no further request is sent.
     cancelled: threading.Event = field(default_factory=threading.Event)
+    #: The same, for a run of several loads that another thread may abandon.
+    run_cancelled: threading.Event | None = None
+
+    def abandoned(self) -> bool:
+        """Whether this load, or the run it belongs to, was abandoned."""
+        run = self.run_cancelled
+        return self.cancelled.is_set() or (run is not None and run.is_set())
 
 
 #: A fast-lane origin: its connection pool, and the headers sent there.
@@ -181,12 +190,18 @@ class Transport:
             return self._sleep  # a caller's own sleep (tests record the waits)
 
         def sleep(seconds: float) -> None:
-            stats.cancelled.wait(seconds)  # ends early when the load is abandoned
+            # Ends early when the load or its run is abandoned.
+            deadline = time.monotonic() + seconds
+            while not stats.abandoned():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                stats.cancelled.wait(min(remaining, _CANCEL_POLL_SECONDS))
 
         return sleep
 
     def _get_once(self, url: str, stats: LoadStats) -> Any:
-        if stats.cancelled.is_set():
+        if stats.abandoned():
             raise TransportError("load abandoned", url=redact_url(url), transient=False)
         stats.requests += 1
         shown = redact_url(url)

@@ -205,3 +205,34 @@ def test_bad_emulator_settings_are_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.startswith(message)
     assert "Traceback" not in err
+
+
+def test_sigterm_stops_a_dataset_export_without_publishing(tmp_path: Path) -> None:
+    """The signal reaches the main thread; the services' threads must stop too."""
+    root = tmp_path / "users"
+    with Emulator(users=[3000, 3000], seed=1, latency=0.02) as emulator:
+        environment = {
+            **os.environ,
+            "TWILIO_ACCOUNT_SID": emulator.account_sid,
+            "TWILIO_AUTH_TOKEN": emulator.auth_token,
+        }
+        command = [sys.executable, "-m", "conv_frames", "export", "--all-services"]
+        command += ["--dataset", str(root), "--base-url", emulator.base_url]
+        process = subprocess.Popen(  # noqa: S603  # our interpreter, our arguments
+            command, env=environment, stdout=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 30
+        while len(emulator.requests) < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=30)
+        stopped = time.monotonic() - signalled
+        requests_after = len(emulator.requests)
+        time.sleep(0.3)
+        assert len(emulator.requests) == requests_after  # nothing more was sent
+
+    assert process.returncode == 143
+    assert out == ""
+    assert stopped < 5
+    assert list(root.glob("service_sid=*/snapshot=*/_manifest.json")) == []
