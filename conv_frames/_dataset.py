@@ -130,6 +130,12 @@ class Dataset:
                 or (with ``create``) a local root whose parent is missing.
         """
         url = os.fspath(root)
+        if not isinstance(url, str) or not url.strip():
+            # An unset $ROOT in a crontab must not write into the working folder.
+            raise ConfigurationError(
+                f"the dataset root {root!r} is empty; give a folder or a URL such as "
+                "s3://bucket/users"
+            )
         try:
             fs, path = url_to_fs(url, **dict(storage_options or {}))
         except ImportError as error:

@@ -626,3 +626,14 @@ def test_a_root_whose_parent_is_missing_is_refused(tmp_path: Path) -> None:
         conv_frames.export_snapshots(root, [SERVICE_SID], **CREDENTIALS)
 
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("root", ["", "   "])
+def test_an_empty_root_is_refused_rather_than_the_working_folder(root: str) -> None:
+    """An unset $ROOT in a crontab must not write into $HOME."""
+    with pytest.raises(
+        conv_frames.ConfigurationError, match=r"dataset root .* is empty"
+    ):
+        conv_frames.export_snapshots(
+            root, ["IS" + "0" * 32], account_sid="AC" + "0" * 32, auth_token="t"
+        )
