@@ -28,13 +28,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GROUPED_ROWS", "MODES", "WARM_UP_USERS", "measure"]
+__all__ = ["MODES", "WARM_UP_USERS", "measure"]
 
-#: What is measured: an in-memory load, the streaming export with its default
-#: row group per page, and the export gathering pages into larger row groups.
-MODES = ("load", "export", "export-grouped")
-#: Rows per row group of the ``export-grouped`` mode.
-GROUPED_ROWS = 16_384
+#: What is measured: an in-memory load, and the streaming export.
+MODES = ("load", "export")
 
 #: Users of the service each measurement loads first, outside the measure.
 WARM_UP_USERS = 500
@@ -73,23 +70,20 @@ def main(argv: list[str]) -> None:
     mode, users, base_url, service_sid, warm_up_sid = argv
     import conv_frames  # after the interpreter's own start, before the baseline
 
-    options = {"base_url": base_url}
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "users.parquet"
-        _warm_up(conv_frames, warm_up_sid, path, options)
+        _warm_up(conv_frames, warm_up_sid, path, base_url)
         gc.collect()
         exact = _reset_peak()
         before = _rss()
         started = time.perf_counter()
         report: dict[str, Any] = {"mode": mode, "users": int(users)}
         if mode == "load":
-            frame = conv_frames.load_users(service_sid, **options)
+            frame = conv_frames.load_users(service_sid, base_url=base_url)
             report["frame_bytes"] = int(frame.memory_usage(deep=True).sum())
             report["rows"] = len(frame)
         else:
-            with conv_frames.Client(**options) as client:
-                grouped = {"row_group_rows": GROUPED_ROWS} if "grouped" in mode else {}
-                attrs = client.export_users(service_sid, path, **grouped)
+            attrs = conv_frames.export_users(service_sid, path, base_url=base_url)
             report["rows"] = attrs["rows"]
             report["file_bytes"] = path.stat().st_size
         report["seconds"] = time.perf_counter() - started
@@ -101,10 +95,10 @@ def main(argv: list[str]) -> None:
     print(json.dumps(report))
 
 
-def _warm_up(conv_frames: Any, service_sid: str, path: Path, options: Any) -> None:
+def _warm_up(conv_frames: Any, service_sid: str, path: Path, base_url: str) -> None:
     """Load a small service both ways: lazy imports and pools join the baseline."""
-    conv_frames.load_users(service_sid, **options)
-    conv_frames.export_users(service_sid, path, **options)
+    conv_frames.load_users(service_sid, base_url=base_url)
+    conv_frames.export_users(service_sid, path, base_url=base_url)
 
 
 def _reset_peak() -> bool:

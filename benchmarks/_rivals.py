@@ -25,12 +25,19 @@ import orjson
 import pandas as pd
 import requests
 from pandas.testing import assert_frame_equal
-from twilio.http.http_client import TwilioHttpClient
-from twilio.http.response import Response
-from twilio.rest import Client as TwilioClient
+
+# twilio ships no type hints: its names are Any here.
+from twilio.http.http_client import TwilioHttpClient  # type: ignore[import-untyped]
+from twilio.http.response import Response  # type: ignore[import-untyped]
+from twilio.rest import Client as TwilioClient  # type: ignore[import-untyped]
 
 import conv_frames
-from conv_frames._frame import UserBatch, batches_to_frame, normalize_records
+from conv_frames._frame import (
+    BatchCollector,
+    UserBatch,
+    batches_to_frame,
+    normalize_records,
+)
 from conv_frames._schema import (
     BOOLEAN_COLUMNS,
     COLUMNS,
@@ -58,7 +65,11 @@ PAGE_SIZE = 50
 def load_with_conv_frames(info: ServerInfo, users: int) -> pd.DataFrame:
     """The subject: ``conv_frames.load_users`` with its defaults."""
     return conv_frames.load_users(
-        info.service_for(users), page_size=PAGE_SIZE, **info.credentials()
+        info.service_for(users),
+        page_size=PAGE_SIZE,
+        account_sid=info.account_sid,
+        auth_token=info.auth_token,
+        base_url=info.base_url,
     )
 
 
@@ -108,7 +119,8 @@ def fetch_pages(
     makes the emulator compress and cache each page before rivals that ask.
     """
     parts = urlsplit(info.base_url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    host = parts.hostname or "127.0.0.1"
+    connection = http.client.HTTPConnection(host, parts.port, timeout=30)
     pair = f"{info.account_sid}:{info.auth_token}".encode()
     headers = {
         "Authorization": "Basic " + base64.b64encode(pair).decode(),
@@ -144,8 +156,11 @@ def normalize_pages(bodies: list[bytes]) -> list[UserBatch]:
 
 
 def frame_from_pages(bodies: list[bytes]) -> pd.DataFrame:
-    """The same, and on to the DataFrame the loader returns."""
-    return batches_to_frame(normalize_pages(bodies))
+    """The same, and on to the DataFrame, keeping batches as the loader does."""
+    collector = BatchCollector()
+    for body in bodies:
+        collector.append(normalize_records(orjson.loads(body)["users"]))
+    return batches_to_frame(collector.batches())
 
 
 def check_same_frame(expected: pd.DataFrame, actual: pd.DataFrame) -> None:
@@ -172,7 +187,7 @@ def _first_url(info: ServerInfo, users: int) -> str:
     return f"{info.base_url}/v1/Services/{service}/Users?PageSize={PAGE_SIZE}"
 
 
-class _EmulatorOnly(TwilioHttpClient):
+class _EmulatorOnly(TwilioHttpClient):  # type: ignore[misc]  # an untyped base
     """Twilio's HTTP client, refusing any URL outside the emulator's origin."""
 
     def __init__(self, base_url: str) -> None:

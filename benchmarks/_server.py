@@ -47,14 +47,6 @@ class ServerInfo:
     service_sids: list[str]
     users: list[int]
 
-    def credentials(self) -> dict[str, str]:
-        """The keyword arguments conv_frames needs to reach the emulator."""
-        return {
-            "account_sid": self.account_sid,
-            "auth_token": self.auth_token,
-            "base_url": self.base_url,
-        }
-
     def service_for(self, users: int) -> str:
         """The SID of the service that holds ``users`` users."""
         return self.service_sids[self.users.index(users)]
