@@ -335,6 +335,7 @@ class _PoolRun:
         self._stats: list[LoadStats] = []
         self._held = threading.local()  # each worker's ticket, for the sleep hook
         self._last_wait = 1.0  # seconds the last retry waited
+        self._network_failures_in_a_row = 0  # the lenient mode's circuit breaker
         self._clock = time.perf_counter()
 
     @property
@@ -471,6 +472,7 @@ class _PoolRun:
         try:
             self.outcome.presence[key] = self._fetch(transport, key, stats)
             answer = "clean"
+            self._network_failures_in_a_row = 0
         except ConvFramesError as error:
             if isinstance(error, APIError) and not error.is_transient:
                 answer = "clean"  # a prompt 404 still says the server is at ease
@@ -530,7 +532,20 @@ class _PoolRun:
         if self.errors == "null" and _concerns_one_user(error):
             with self._lock:
                 self.outcome.failed[key] = error
-            return
+                if isinstance(error, TransportError):
+                    self._network_failures_in_a_row += 1
+                broken = self._network_failures_in_a_row >= NETWORK_FAILURES_TO_STOP
+            if not broken:
+                return
+            # Every fetch failing on the network is the server's failure, not
+            # each user's: lenient mode must not crawl through every retry of
+            # every remaining user (hours for a dead server).
+            error = TransportError(
+                f"{NETWORK_FAILURES_TO_STOP} user fetches in a row failed on the "
+                f"network, the last with: {error}",
+                url=error.url if isinstance(error, TransportError) else "",
+                transient=False,
+            )
         self._fatal(error)
 
     def _fatal(self, error: BaseException) -> None:
@@ -716,6 +731,11 @@ def _read_presence(body: Any, sid: str) -> Presence:
             )
         values.append(value)
     return values[0], values[1]
+
+
+#: Network failures in a row (no fetch succeeding between them) after which a
+#: lenient fill gives up: the server, not the users, is failing.
+NETWORK_FAILURES_TO_STOP = 8
 
 
 def _concerns_one_user(error: ConvFramesError) -> bool:

@@ -523,3 +523,22 @@ def test_cancel_refuses_every_later_slot() -> None:
 
     with pytest.raises(Cancelled):
         limit.acquire()
+
+
+def test_a_dead_server_stops_a_lenient_fill_instead_of_crawling() -> None:
+    """Every fetch failing on the network is the server's failure, not each user's."""
+    emu = Emulator(users=200, seed=3)
+    emu.start()
+    frame = conv_frames.load_users(emu.service_sid, **options(emu))
+    settings = options(emu, max_attempts=2)
+    emu.stop()  # the server dies before the fill
+
+    waits = SleepRecorder()
+    with pytest.raises(
+        conv_frames.TransportError,
+        match="8 user fetches in a row failed on the network",
+    ):
+        conv_frames.fill_presence(frame, errors="null", **{**settings, "sleep": waits})
+
+    # Far fewer than 200 users x 2 attempts were tried before giving up.
+    assert len(waits.waits) < 50
