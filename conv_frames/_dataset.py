@@ -313,7 +313,9 @@ class Dataset:
             for leftover in sorted(staging.glob("*")) if staging.is_dir() else []:
                 logger.info("removing %s, left by an earlier run", leftover)
                 shutil.rmtree(leftover, ignore_errors=True)
-            return listing
+        # A local snapshot is renamed into place with its manifest, so one without
+        # (copied in by hand, or by rsync) is unfinished there too; under the lock
+        # no run of ours is writing it. Readers' globs would trip on its files.
         for service_sid, key in listing.incomplete():
             folder = self.snapshot_dir(service_sid, key)
             logger.warning(

@@ -637,3 +637,19 @@ def test_an_empty_root_is_refused_rather_than_the_working_folder(root: str) -> N
         conv_frames.export_snapshots(
             root, ["IS" + "0" * 32], account_sid="AC" + "0" * 32, auth_token="t"
         )
+
+
+def test_the_next_local_run_removes_a_snapshot_folder_without_a_manifest(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """One copied in by hand would trip readers' globs and skew snapshot keys."""
+    sid = emulator.service_sids[1]
+    stray = tmp_path / f"service_sid={sid}" / "snapshot=2099-01-01T000000Z"
+    stray.mkdir(parents=True)
+    (stray / "part-0.parquet").write_bytes(b"junk")
+
+    run = conv_frames.export_snapshots(tmp_path, [sid], **options(emulator))
+
+    assert not stray.exists()
+    assert not run.snapshot.startswith("2099")
+    assert list(layout(tmp_path)) == [f"service_sid={sid}/snapshot={run.snapshot}"]
