@@ -254,6 +254,10 @@ def _check_flatten_options(sep: object, max_depth: object, prefix: object) -> No
 def _attribute_values(users: pd.DataFrame | pd.Series[Any]) -> pd.Series[Any]:
     if isinstance(users, pd.Series):
         return users
+    if not isinstance(users, pd.DataFrame):
+        raise ConfigurationError(
+            f"users must be a DataFrame or a Series, not {type(users).__name__}"
+        )
     if ATTRIBUTES not in users.columns:
         raise ConfigurationError(
             "the frame has no 'attributes' column; pass users as load_users "

@@ -679,6 +679,10 @@ def _check_concurrency(maximum: object, initial: object) -> None:
 
 def _user_keys(frame: pd.DataFrame) -> list[UserKey]:
     """Each row's (service SID, user SID), checked before any request."""
+    if not isinstance(frame, pd.DataFrame):
+        raise ConfigurationError(
+            f"fill_presence needs a users DataFrame, not {type(frame).__name__}"
+        )
     if "sid" not in frame.columns:
         raise ConfigurationError(
             "the frame has no 'sid' column; pass users as load_users returns them"

@@ -325,3 +325,8 @@ def test_group_presence_by_an_attribute_of_emulated_users() -> None:
     assert totals.set_index("attributes.team.name")["users"].sort_index().tolist() == (
         teams.sort_index().tolist()
     )
+
+
+def test_flatten_refuses_what_is_neither_frame_nor_series() -> None:
+    with pytest.raises(ConfigurationError, match="must be a DataFrame or a Series"):
+        conv_frames.flatten_attributes([{"a": 1}])

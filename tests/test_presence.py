@@ -542,3 +542,14 @@ def test_a_dead_server_stops_a_lenient_fill_instead_of_crawling() -> None:
 
     # Far fewer than 200 users x 2 attempts were tried before giving up.
     assert len(waits.waits) < 50
+
+
+@pytest.mark.parametrize("frame", [None, [{"sid": "US1"}], pd.Series(["US1"])])
+def test_something_that_is_not_a_frame_is_refused(frame: Any) -> None:
+    with pytest.raises(ConfigurationError, match="needs a users DataFrame, not"):
+        conv_frames.fill_presence(
+            frame,
+            account_sid="AC" + "0" * 32,
+            auth_token="t",
+            base_url="http://127.0.0.1:9",
+        )
