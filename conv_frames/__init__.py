@@ -9,17 +9,18 @@ bundled emulator (:mod:`conv_frames.emulator`) serves the same API locally.
 
 from ._analysis import flatten_attributes, presence_summary
 from ._client import DEFAULT_TIMEOUT, Client, export_users, iter_user_pages, load_users
-from ._dataset import DatasetLockedError, SnapshotError
 from ._diff import UsersDiff, diff_snapshots, diff_users
 from ._errors import (
     APIError,
     ConfigurationError,
     ConvFramesError,
+    DatasetLockedError,
     ExportError,
     PaginationError,
     RequestTimeout,
     SchemaError,
     ServicesLoadError,
+    SnapshotError,
     TransportError,
 )
 from ._frame import users_frame

@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ._client import DEFAULT_TIMEOUT, export_users, load_users
-from ._dataset import DatasetLockedError
 from ._diff import UsersDiff, diff_snapshots, diff_users
 from ._errors import (
     APIError,
     ConfigurationError,
     ConvFramesError,
+    DatasetLockedError,
     ExportError,
     PaginationError,
     SchemaError,

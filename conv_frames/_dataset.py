@@ -51,16 +51,19 @@ from fsspec.implementations.local import (  # type: ignore[import-untyped]
     LocalFileSystem,
 )
 
-from ._errors import ConfigurationError, ConvFramesError, ExportError
+from ._errors import (
+    ConfigurationError,
+    DatasetLockedError,
+    ExportError,
+    SnapshotError,
+)
 
 __all__ = [
     "MANIFEST_NAME",
     "PART_NAME",
     "SCHEMA_VERSION",
     "Dataset",
-    "DatasetLockedError",
     "Listing",
-    "SnapshotError",
     "describe_file",
     "dump_manifest",
     "is_snapshot_key",
@@ -88,14 +91,6 @@ _SERVICE_DIR = re.compile(r"service_sid=(IS[0-9a-fA-F]{32})")
 _SNAPSHOT_DIR = re.compile(r"snapshot=(\d{4}-\d{2}-\d{2}T\d{6}Z)")
 _CHUNK = 1 << 20
 _EXISTS = "a snapshot with this key exists, and snapshots are never replaced"
-
-
-class DatasetLockedError(ExportError):
-    """Another run holds the dataset's lock; this run wrote nothing."""
-
-
-class SnapshotError(ConvFramesError):
-    """A snapshot is missing, too new to read, or fails its checksums."""
 
 
 class Dataset:

@@ -12,6 +12,8 @@ boundary where they happen and chained with ``from``::
     ├── PaginationError      a next-page link that must not be followed
     ├── SchemaError          a page or record breaking the contract (also ValueError)
     ├── ExportError          the Parquet file could not be written
+    │   └── DatasetLockedError  another export holds the dataset's lock
+    ├── SnapshotError        a snapshot is missing, too new, or fails its checksums
     └── ServicesLoadError    some services of a load_services call failed
 
 Messages never contain credentials: URLs are shown without user info, and
@@ -30,11 +32,13 @@ __all__ = [
     "APIError",
     "ConfigurationError",
     "ConvFramesError",
+    "DatasetLockedError",
     "ExportError",
     "PaginationError",
     "RequestTimeout",
     "SchemaError",
     "ServicesLoadError",
+    "SnapshotError",
     "TransportError",
 ]
 
@@ -162,3 +166,11 @@ class ServicesLoadError(ConvFramesError):
             f"failed to load; the {len(self.frames)} that loaded are in "
             f".frames:{failures}"
         )
+
+
+class DatasetLockedError(ExportError):
+    """Another run holds the dataset's lock; this run wrote nothing."""
+
+
+class SnapshotError(ConvFramesError):
+    """A snapshot is missing, too new to read, or fails its checksums."""

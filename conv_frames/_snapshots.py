@@ -37,13 +37,18 @@ from ._dataset import (
     SCHEMA_VERSION,
     Dataset,
     Listing,
-    SnapshotError,
     describe_file,
     dump_manifest,
     is_snapshot_key,
     next_snapshot_key,
 )
-from ._errors import ConfigurationError, ConvFramesError, ExportError, SchemaError
+from ._errors import (
+    ConfigurationError,
+    ConvFramesError,
+    ExportError,
+    SchemaError,
+    SnapshotError,
+)
 from ._frame import InvalidAttributes, check_dtype_backend, check_invalid_attributes
 from ._parquet import read_parquet
 from ._schema import DtypeBackend
