@@ -63,8 +63,9 @@ class ParquetSink:
     publishing (an error, a failed load) removes it and leaves ``path`` as it
     was. Memory stays at about one page.
 
-    Pages wait in memory until ``row_group_rows`` rows have come, and are
-    written as one row group (see :data:`ROW_GROUP_ROWS`).
+    Rows wait in memory until ``row_group_rows`` have come, and are written
+    as one row group of exactly that many (see :data:`ROW_GROUP_ROWS`); only
+    the file's last group is smaller.
 
     A page whose columns differ from what was written (an unknown field that
     appears late, attributes that turned to plain text in lenient mode) makes
@@ -97,30 +98,35 @@ class ParquetSink:
             self._publisher.__exit__(_Aborted, _Aborted(), None)
 
     def write(self, table: pa.Table) -> None:
-        """Append one page's table."""
+        """Append a table of users (a page or several)."""
         self._pending.append(table)
         self.rows += table.num_rows
         waiting = sum(pending.num_rows for pending in self._pending)
         if waiting >= self._row_group_rows:
-            self._flush()
+            self._flush(last=False)
 
-    def _flush(self) -> None:
-        """Write the waiting pages as one row group."""
+    def _flush(self, *, last: bool) -> None:
+        """Write the waiting rows as full row groups; the remainder too if ``last``."""
         if not self._pending:
             return
         tables, self._pending = self._pending, []
         table = tables[0]
         if len(tables) > 1:
             table = pa.concat_tables(unify_tables(tables), promote_options="permissive")
+        if not last:
+            whole = table.num_rows // self._row_group_rows * self._row_group_rows
+            if whole < table.num_rows:
+                self._pending.append(table.slice(whole))
+            table = table.slice(0, whole)
         with _export_errors(self.path):
             writer = self._writer or self._open(table.schema)
             if not table.schema.equals(writer.schema, check_metadata=False):
                 table, writer = self._widen(writer, table)
-            writer.write_table(table)
+            writer.write_table(table, row_group_size=self._row_group_rows)
 
     def publish(self, attrs: Mapping[str, Any]) -> Path:
         """Finish the file with ``attrs`` in its metadata and move it into place."""
-        self._flush()
+        self._flush(last=True)
         with _export_errors(self.path):
             writer = self._writer or self._open(USERS_SCHEMA)
             metadata = orjson.dumps(dict(attrs), default=str)
