@@ -203,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lifetime", type=float, default=DEFAULT_LIFETIME)
     args = parser.parse_args(argv)
     settings = Settings(args.users, args.limit, args.latency, args.lifetime)
-    # Each 429 is logged as a retry; the table counts them instead.
-    logging.getLogger("conv_frames").setLevel(logging.ERROR)
+    # Retries log at DEBUG and the table counts the 429s; a fault of another
+    # kind would show as one WARNING per fill, which is worth seeing.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
     server = EmulatorProcess(settings)
     runs: list[Run] = []

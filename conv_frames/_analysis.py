@@ -39,6 +39,13 @@ ALL = "all"
 
 _UNKNOWN = 2  # the code of a null state
 
+#: An attribute's path of keys, outermost first.
+KeyPath = tuple[str, ...]
+#: Separators suggested when keys collide, in order of preference.
+_SEPARATORS = ("/", "__", "::", "|", "->")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_FLOAT_EXACT = 2**53
+
 
 def presence_summary(
     frame: pd.DataFrame, *, by: Hashable | Sequence[Hashable] | None = None
@@ -65,19 +72,23 @@ def presence_summary(
         ``presence_fetched_at`` when the frame has it.
 
     Raises:
-        ConfigurationError: A column is missing or holds something other than
-            true, false and null.
+        ConfigurationError: A column is missing, a presence column holds
+            something other than true, false and null, or a ``by`` column
+            holds values that cannot be grouped (objects, lists, or the
+            decoded ``attributes`` themselves: flatten them first).
 
     Example:
         >>> summary = presence_summary(users)  # doctest: +SKIP
         >>> summary.query("notifiable == 'all' and online != 'all'")  # doctest: +SKIP
     """
     keys = _as_list(by)
-    missing = [c for c in ("is_online", "is_notifiable", *keys) if c not in frame]
+    missing = [c for c in ("is_online", "is_notifiable") if c not in frame]
     if missing:
         raise ConfigurationError(
-            f"presence_summary needs columns {missing}, which the frame lacks"
+            f"presence_summary needs columns {missing}, which the frame lacks; "
+            "fill them with fill_presence(frame)"
         )
+    _check_by(frame, keys)
     online = _state_codes(frame["is_online"], "is_online")
     notifiable = _state_codes(frame["is_notifiable"], "is_notifiable")
     _warn_if_never_fetched(frame, online, notifiable)
@@ -117,9 +128,12 @@ def flatten_attributes(
     that lacks a key is null in that column; nothing is filled in. A column
     whose values are all booleans, integers, numbers or strings gets the
     matching nullable dtype; lists, objects at the depth limit and mixed
-    values stay Python objects. Attributes that are not a JSON object (a
-    list, a string, a number, or null) give no columns; their count is in
-    ``attrs["non_object_attributes"]``.
+    values stay Python objects. Integers stay exact: they are ``Int64`` when
+    every one fits in 64 bits, and integers mixed with fractions are
+    ``Float64`` only when every integer is within ±2**53 (where a float holds
+    it exactly); otherwise the column keeps the Python values (object).
+    Attributes that are not a JSON object (a list, a string, a number, or
+    null) give no columns; their count is in ``attrs["non_object_attributes"]``.
 
     Args:
         users: A users frame (its ``attributes`` column is read) or a Series
@@ -136,7 +150,9 @@ def flatten_attributes(
 
     Raises:
         ConfigurationError: Bad arguments, no ``attributes`` column, or two
-            key paths that ``sep`` joins into the same name.
+            key paths, in one row or in different rows, that ``sep`` joins
+            into the same name (such as ``{"a.b": 1}`` and ``{"a": {"b": 2}}``
+            with ``sep="."``).
 
     Example:
         >>> users = pd.DataFrame({"attributes": [{"team": {"name": "Sales"}}, {}]})
@@ -147,23 +163,24 @@ def flatten_attributes(
     check_dtype_backend(dtype_backend)
     values = _attribute_values(users)
 
-    flat: list[dict[str, Any]] = []
-    names: dict[str, None] = {}
+    flat: list[dict[KeyPath, Any]] = []
+    paths: dict[KeyPath, None] = {}
     non_objects = 0
     for document in values:
         if isinstance(document, dict):
-            row = _flatten(document, sep, max_depth)
-            names.update(dict.fromkeys(row))
+            row = _flatten(document, max_depth)
+            paths.update(dict.fromkeys(row))
             flat.append(row)
         else:
             non_objects += document is not None and document is not pd.NA
             flat.append({})
 
+    names = _column_names(list(paths), sep)
     columns = {
         _column_name(name, sep, prefix): _typed_column(
-            [row.get(name) for row in flat], values.index, dtype_backend
+            [row.get(path) for row in flat], values.index, dtype_backend
         )
-        for name in names
+        for path, name in names.items()
     }
     result = pd.DataFrame(columns, index=values.index)
     result.attrs["non_object_attributes"] = non_objects
@@ -176,6 +193,57 @@ def _as_list(by: Hashable | Sequence[Hashable] | None) -> list[Hashable]:
     if isinstance(by, str) or not isinstance(by, Sequence):
         return [by]
     return list(by)
+
+
+def _check_by(frame: pd.DataFrame, keys: list[Hashable]) -> None:
+    """Refuse ``by`` columns that are missing or hold values groupby cannot key."""
+    for key in keys:
+        if not _is_hashable(key):
+            raise ConfigurationError(
+                f"by={key!r} is not a column name; pass a name, or a list of names"
+            )
+    missing = [key for key in keys if key not in frame.columns]
+    if missing:
+        raise ConfigurationError(
+            f"by names columns {missing}, which the frame lacks; to group by an "
+            "attribute, join flatten_attributes(frame) to the frame first"
+        )
+    flatten = (
+        "spread the attributes into columns with frame.join(flatten_attributes("
+        "frame)) and group by one of those, such as 'attributes.team.name'"
+    )
+    for key in keys:
+        if key == ATTRIBUTES:
+            raise ConfigurationError(
+                f"by={key!r} would group by whole JSON documents; {flatten}"
+            )
+        column = frame[key]
+        if column.dtype != object:
+            continue
+        value = next((v for v in column if not _is_hashable(v)), None)
+        if value is not None:
+            raise ConfigurationError(
+                f"column {key!r} holds {_kind_of(value)}, which cannot be grouped "
+                f"by; {flatten}"
+            )
+
+
+def _is_hashable(value: object) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _kind_of(value: object) -> str:
+    """``"dict values (keys 'plan', 'seats')"``: the shape, never a user's data."""
+    kind = f"{type(value).__name__} values"
+    if isinstance(value, dict) and value:
+        keys = [str(key) for key in list(value)[:3]]
+        more = ", ..." if len(value) > 3 else ""
+        kind += f" (keys {', '.join(map(repr, keys))}{more})"
+    return kind
 
 
 def _state_codes(column: pd.Series[Any], name: str) -> np.ndarray[Any, Any]:
@@ -266,27 +334,50 @@ def _attribute_values(users: pd.DataFrame | pd.Series[Any]) -> pd.Series[Any]:
     return users[ATTRIBUTES]
 
 
-def _flatten(
-    document: dict[str, Any], sep: str, max_depth: int | None
-) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
+def _flatten(document: dict[str, Any], max_depth: int | None) -> dict[KeyPath, Any]:
+    """Each leaf of ``document`` by its path of keys, down to ``max_depth``."""
+    flat: dict[KeyPath, Any] = {}
 
-    def walk(node: dict[str, Any], path: str, depth: int) -> None:
+    def walk(node: dict[str, Any], path: KeyPath) -> None:
         for key, value in node.items():
-            name = f"{path}{sep}{key}" if path else str(key)
-            deeper = max_depth is None or depth < max_depth
+            here = (*path, str(key))
+            deeper = max_depth is None or len(here) < max_depth
             if isinstance(value, dict) and value and deeper:
-                walk(value, name, depth + 1)
-            elif name in flat:
-                raise ConfigurationError(
-                    f"two attribute paths both read {name!r} when joined with "
-                    f"sep={sep!r}; choose a separator the keys do not contain"
-                )
+                walk(value, here)
             else:
-                flat[name] = value
+                flat[here] = value
 
-    walk(document, "", 1)
+    walk(document, ())
     return flat
+
+
+def _column_names(paths: list[KeyPath], sep: str) -> dict[KeyPath, str]:
+    """Join each path with ``sep``; refuse two paths that read the same.
+
+    The paths come from every row, so ``{"a.b": 1}`` in one row and
+    ``{"a": {"b": 2}}`` in another collide as surely as within one row.
+    """
+    names: dict[KeyPath, str] = {}
+    owners: dict[str, KeyPath] = {}
+    for path in paths:
+        name = sep.join(path)
+        other = owners.setdefault(name, path)
+        if other != path:
+            raise ConfigurationError(
+                f"attribute keys {list(other)} and {list(path)} both become "
+                f"column {name!r} when joined with sep={sep!r}; "
+                f"{_separator_advice(paths)}"
+            )
+        names[path] = name
+    return names
+
+
+def _separator_advice(paths: list[KeyPath]) -> str:
+    keys = {key for path in paths for key in path}
+    for candidate in _SEPARATORS:
+        if not any(candidate in key for key in keys):
+            return f"pass a separator no key contains, such as sep={candidate!r}"
+    return "pass a separator no key contains"
 
 
 def _column_name(name: str, sep: str, prefix: str | None) -> str:
@@ -315,9 +406,14 @@ def _common_type(present: list[Any]) -> pa.DataType | None:
     if kinds == {bool}:
         return pa.bool_()
     if kinds == {int}:
-        return pa.int64()
+        fits = all(_INT64_MIN <= value <= _INT64_MAX for value in present)
+        return pa.int64() if fits else None
     if kinds <= {int, float}:
-        return pa.float64()
+        # A float holds every integer up to 2**53 exactly, and not all beyond.
+        exact = all(
+            abs(value) <= _FLOAT_EXACT for value in present if type(value) is int
+        )
+        return pa.float64() if exact else None
     if kinds == {str}:
         return pa.string()
     return None

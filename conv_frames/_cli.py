@@ -307,14 +307,33 @@ def _emulator(args: argparse.Namespace) -> int:
         page_size_cap=args.page_size_cap,
         latency=args.latency,
         faults=faults,
+        max_concurrency=args.max_concurrency,
+        rate_limit=args.rate_limit,
+        reachability=args.reachability,
     ) as emulator:
         print(f"Twilio Conversations emulator on {emulator.base_url}")
         print(f"  service:  {emulator.service_sid} ({len(emulator.users())} users)")
+        print(f"  limits:   {_emulator_limits(args)}")
         print(f"  export TWILIO_ACCOUNT_SID={emulator.account_sid}")
         print(f"  export TWILIO_AUTH_TOKEN={emulator.auth_token}")
         print("Ctrl-C stops it.", flush=True)
         emulator.serve_forever()
     return EXIT_OK
+
+
+def _emulator_limits(args: argparse.Namespace) -> str:
+    """The emulated account's limits and presence, as the banner shows them."""
+    parts = [
+        "no concurrency limit"
+        if args.max_concurrency is None
+        else f"concurrency limit {args.max_concurrency}",
+        "no rate limit"
+        if args.rate_limit is None
+        else f"rate limit {args.rate_limit:g}/s",
+        f"latency {args.latency * 1000:g} ms",
+        f"reachability {'on' if args.reachability else 'off'}",
+    ]
+    return ", ".join(parts)
 
 
 @contextlib.contextmanager
@@ -505,7 +524,35 @@ def _add_emulator(
     emulator.add_argument("--seed", type=int, default=0)
     emulator.add_argument("--port", type=int, default=8765)
     emulator.add_argument("--page-size-cap", type=int, default=50)
-    emulator.add_argument("--latency", type=float, default=0.0, help="seconds")
+    emulator.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="added before each answer (default 0)",
+    )
+    emulator.add_argument(
+        "--max-concurrency",
+        type=int,
+        metavar="N",
+        help="requests the account may have in flight; more are answered 429 "
+        "(Twilio error 20429) (default: no limit)",
+    )
+    emulator.add_argument(
+        "--rate-limit",
+        type=float,
+        metavar="PER_SECOND",
+        help="requests a second the account may send; more are answered 429 "
+        "with Retry-After (default: no limit)",
+    )
+    emulator.add_argument(
+        "--reachability",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="whether fetching one user reports is_online and is_notifiable; "
+        "--no-reachability answers null, as a service with reachability off "
+        "(default: on)",
+    )
     emulator.add_argument(
         "--faults", help="fault plan, e.g. 'rate=0.2,seed=7' or '0=status_503'"
     )

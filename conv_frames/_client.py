@@ -42,7 +42,7 @@ from ._presence import (
     DEFAULT_MAX_CONCURRENCY,
     PresenceErrors,
     PresenceFetcher,
-    check_presence_errors,
+    check_load_presence,
     with_presence,
 )
 from ._progress import Progress, ProgressReporter
@@ -198,6 +198,8 @@ class Client:
         invalid_attributes: InvalidAttributes = "raise",
         presence: bool = False,
         presence_errors: PresenceErrors = "raise",
+        presence_max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        presence_initial_concurrency: int | None = None,
         progress: Progress = None,
     ) -> pd.DataFrame:
         """Load every user of a service into a typed DataFrame.
@@ -205,7 +207,12 @@ class Client:
         See :func:`conv_frames.load_users` for the arguments.
         """
         check_dtype_backend(dtype_backend)
-        check_presence_errors(presence_errors)
+        check_load_presence(
+            presence,
+            max_concurrency=presence_max_concurrency,
+            initial_concurrency=presence_initial_concurrency,
+            errors=presence_errors,
+        )
         collected = BatchCollector()
         attrs = self._run(
             service_sid,
@@ -220,7 +227,13 @@ class Client:
         frame = batches_to_frame(batches, dtype_backend=dtype_backend)
         frame.attrs.update(attrs)
         if presence:
-            frame = self.fill_presence(frame, errors=presence_errors, progress=progress)
+            frame = self.fill_presence(
+                frame,
+                max_concurrency=presence_max_concurrency,
+                initial_concurrency=presence_initial_concurrency,
+                errors=presence_errors,
+                progress=progress,
+            )
             if parquet_path is not None:
                 table = with_presence(concat_batches(batches), frame)
                 provenance = {str(key): value for key, value in frame.attrs.items()}
@@ -485,6 +498,8 @@ def load_users(
     invalid_attributes: InvalidAttributes = "raise",
     presence: bool = False,
     presence_errors: PresenceErrors = "raise",
+    presence_max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    presence_initial_concurrency: int | None = None,
     progress: Progress = None,
     sleep: Sleep = time.sleep,
     session: requests.Session | None = None,
@@ -512,6 +527,10 @@ def load_users(
             Parquet file then holds them too.
         presence_errors: ``"raise"`` (default) or ``"null"`` for users whose
             presence cannot be fetched (see :func:`fill_presence`).
+        presence_max_concurrency, presence_initial_concurrency: The presence
+            pool's ``max_concurrency`` and ``initial_concurrency`` (see
+            :func:`fill_presence`). The ``presence_*`` options are refused
+            without ``presence=True``.
         progress: None shows a progress bar where someone watches (a terminal,
             a notebook), True or False forces it, a callable gets
             :class:`ProgressEvent` objects instead.
@@ -555,6 +574,8 @@ def load_users(
             invalid_attributes=invalid_attributes,
             presence=presence,
             presence_errors=presence_errors,
+            presence_max_concurrency=presence_max_concurrency,
+            presence_initial_concurrency=presence_initial_concurrency,
             progress=progress,
         )
 

@@ -11,19 +11,22 @@ width adapts to the server (issue #5):
 - Each fetch is one :meth:`Transport.get_json`, so the retry policy
   (``Retry-After`` honoured and capped, backoff with jitter), the error
   mapping and the redaction of credentials are the ones every other request
-  gets. The transport's ``sleep`` hook is where the pool learns of a retry:
-  the fetch hands its slot back for the wait, and the limit shrinks.
+  gets. The transport's ``on_retry`` hook tells the pool why a request is
+  retried: the fetch hands its slot back for the wait, and only a 429 (too
+  many requests in flight) shrinks the limit. A 5xx, a reset or a timeout
+  says nothing about the limit, so it is retried at the same width.
 
 Every user is fetched once (duplicate SIDs too), and every user is either
 filled or accounted for: a failure raises, or in lenient mode leaves a null
-that is counted in ``attrs["presence_failed"]`` and logged once.
+that is listed in ``attrs["presence_failed_sids"]`` and logged once. A
+lenient fill in which every fetch was refused with the same 4xx raises all
+the same: the frame does not belong to the account or service asked.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -35,8 +38,6 @@ from urllib.parse import quote
 import pandas as pd
 import pyarrow as pa
 import requests
-from requests.adapters import HTTPAdapter
-from requests.utils import get_environ_proxies
 
 from ._config import Credentials, check_service_sid
 from ._errors import (
@@ -47,7 +48,15 @@ from ._errors import (
     TransportError,
 )
 from ._progress import Progress, ProgressReporter
-from ._transport import LoadStats, RetryPolicy, Sleep, Timeout, Transport
+from ._transport import (
+    LoadStats,
+    RetryEvent,
+    RetryPolicy,
+    Sleep,
+    Timeout,
+    Transport,
+    describe_fault,
+)
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
@@ -57,9 +66,10 @@ __all__ = [
     "PresenceErrors",
     "PresenceFetcher",
     "Ticket",
+    "check_load_presence",
     "check_presence_errors",
+    "check_presence_options",
     "fill_presence",
-    "pool_session",
     "with_presence",
 ]
 
@@ -100,10 +110,11 @@ class AdaptiveLimit:
     - Slow start: each clean answer adds a slot (the limit doubles every
       round trip) until the server first pushes back.
     - Additive increase: after that, one slot per round trip of clean answers.
-    - Multiplicative decrease: pushback (a 429, or any fault the transport
-      retries) cuts the limit to ``decrease`` times what was in flight when
+    - Multiplicative decrease: pushback (a 429: too many requests in
+      flight) cuts the limit to ``decrease`` times what was in flight when
       the refused request was sent, once per round trip: answers to requests
-      sent before the last cut do not cut again.
+      sent before the last cut do not cut again. Other faults are not
+      pushback: a 503 or a reset says nothing about how many the server takes.
     - Memory: the in-flight level of the last pushback is kept. Growing past
       it is slower, each refused probe doubling the wait before the next, and
       stops while ``probing`` is off (the pool turns it off near the end of
@@ -177,7 +188,7 @@ class AdaptiveLimit:
         Args:
             ticket: What :meth:`acquire` returned.
             answer: ``"clean"`` (the server answered at ease), ``"pushback"``
-                (a 429 or a fault to retry) or ``"none"`` (nothing learnt).
+                (a 429) or ``"none"`` (nothing learnt, such as a 503).
             wake: Wake a waiting worker: the caller will not ask again soon.
                 A worker that asks again at once needs no one woken, and a
                 woken thread would find the slot taken.
@@ -296,13 +307,22 @@ class PresenceFetcher:
 
         run = _PoolRun(self, unique, errors=errors)
         outcome = run.execute(progress)
+        self._refuse_if_every_fetch_was_refused(unique, outcome)
 
+        failures = {
+            key[1]: describe_fault(outcome.failed[key])
+            for key in unique
+            if key in outcome.failed
+        }
         attrs: dict[str, Any] = {
             "presence_fetched_at": started.isoformat(),
             "presence_users": len(unique),
-            "presence_failed": len(outcome.failed),
+            "presence_failed": len(failures),
+            "presence_failed_sids": list(failures),
+            "presence_failures": failures,
             "presence_requests": run.requests,
             "presence_retries": run.retries,
+            "presence_retry_reasons": dict(run.retry_reasons.most_common()),
             "presence_max_concurrency": self.max_concurrency,
             "presence_peak_concurrency": run.limit.peak,
             "presence_concurrency": max(1, int(run.limit.limit)),
@@ -312,6 +332,38 @@ class PresenceFetcher:
         filled.attrs.update(attrs)
         _log_fill(attrs, outcome)
         return filled
+
+    def _refuse_if_every_fetch_was_refused(
+        self, keys: Sequence[UserKey], outcome: _Outcome
+    ) -> None:
+        """Raise when every user failed with one 4xx: the frame is not this service's.
+
+        Lenient mode is for a few users gone since the list was read. When
+        none at all can be fetched, and for the same client error, the frame
+        was listed from another service, account or host than the one asked.
+        """
+        if not keys or outcome.presence or len(outcome.failed) != len(keys):
+            return
+        errors = list(outcome.failed.values())
+        statuses = {e.status if isinstance(e, APIError) else None for e in errors}
+        first = errors[0]
+        if len(statuses) != 1 or not isinstance(first, APIError):
+            return
+        if first.is_transient or not 400 <= first.status < 500:
+            return
+        services = ", ".join(sorted({service for service, _ in keys}))
+        raise APIError(
+            first.status,
+            f"every one of the {len(keys)} users' fetches was answered "
+            f"HTTP {first.status} ({first.message}), so none of them is a user of "
+            f"service {services} on account {self.credentials.account_sid} at "
+            f"{self.base_url}. Check that the frame was loaded with these "
+            "credentials and base_url, and that its chat_service_sid (or "
+            "attrs['service_sid']) names the service",
+            url=first.url,
+            code=first.code,
+            more_info=first.more_info,
+        ) from first
 
 
 class _PoolRun:
@@ -333,8 +385,9 @@ class _PoolRun:
         self._done = threading.Event()
         self._running = 0
         self._stats: list[LoadStats] = []
-        self._held = threading.local()  # each worker's ticket, for the sleep hook
-        self._last_wait = 1.0  # seconds the last retry waited
+        self._held = threading.local()  # each worker's ticket, for the retry hooks
+        self.retry_reasons: collections.Counter[str] = collections.Counter()
+        self._last_wait = 1.0  # seconds the last 429 made a fetch wait
         self._network_failures_in_a_row = 0  # the lenient mode's circuit breaker
         self._clock = time.perf_counter()
 
@@ -380,8 +433,7 @@ class _PoolRun:
                 self.limit.cancel()
                 for worker in workers:
                     worker.join()
-                if self.fetcher.session is None:
-                    transport.close()  # a session of the caller's stays open
+                transport.close()  # a session of the caller's stays open
             if self.outcome.fatal is not None:
                 raise self.outcome.fatal
             report.finish(self.settled, **self._counts())
@@ -389,43 +441,53 @@ class _PoolRun:
 
     def _transport(self, workers: int) -> Transport:
         fetcher = self.fetcher
-        session = fetcher.session
-        if session is None:
-            # TODO(#4): pass no session, for the transport's faster lane, once
-            # its pool keeps a connection per worker rather than one.
-            session = pool_session(fetcher.base_url, workers)
         return Transport(
             fetcher.credentials,
             timeout=fetcher.timeout,
             retry=fetcher.retry,
-            sleep=self._back_off,
-            session=session,
+            sleep=self._wait_for_a_slot,
+            session=fetcher.session,  # None: the transport's own, direct lane
+            on_retry=self._on_retry,
+            connections=workers,
         )
 
-    def _back_off(self, seconds: float) -> None:
-        """The transport's sleep: a request failed and is retried after ``seconds``.
+    def _on_retry(self, event: RetryEvent) -> None:
+        """A fetch failed and will be sent again after ``event.wait`` seconds.
 
-        The fetch hands its slot to another worker while it waits, and the
-        limit shrinks. At one request in flight the slot is kept instead, so
-        that nothing at all is sent until the wait is over.
+        The fetch hands its slot to another worker while it waits. A 429 also
+        shrinks the limit; at one request in flight, the slot is kept instead,
+        so that nothing at all is sent until the wait is over. Any other fault
+        leaves the limit as it is.
         """
-        ticket: Ticket = self._held.ticket
-        self._held.waited += seconds
-        self._last_wait = seconds
-        if self.limit.at_floor:
-            self.limit.learn(ticket, "pushback")
-            self._wait(seconds)
+        with self._lock:
+            self.retry_reasons[event.reason] += 1
+        logger.debug(
+            "retrying a user after %s (attempt %d, waiting %.2f s): %s",
+            event.reason,
+            event.attempt,
+            event.wait,
+            event.url,
+        )
+        ticket: Ticket | None = self._held.ticket
+        if ticket is None:
             return
+        if event.pushback:
+            self._last_wait = event.wait
+            if self.limit.at_floor:
+                self.limit.learn(ticket, "pushback")
+                return
         self._held.ticket = None
-        self.limit.release(ticket, "pushback", wake=True)
-        self._wait(seconds)
-        self._held.ticket = self.limit.acquire()
+        self.limit.release(ticket, "pushback" if event.pushback else "none", wake=True)
 
-    def _wait(self, seconds: float) -> None:
+    def _wait_for_a_slot(self, seconds: float) -> None:
+        """The transport's sleep: wait out a retry's delay, then take a slot again."""
+        self._held.waited += seconds
         if self.fetcher.sleep is time.sleep:
             self._stop.wait(seconds)  # gives way at once when the fill stops
         else:
             self.fetcher.sleep(seconds)
+        if self._held.ticket is None:
+            self._held.ticket = self.limit.acquire()
 
     def _watch(self, report: ProgressReporter) -> None:
         """Report progress and steer probing until the workers are done."""
@@ -445,6 +507,7 @@ class _PoolRun:
             "requests": self.requests,
             "retries": self.retries,
             "concurrency": max(1, int(self.limit.limit)),
+            "in_flight": self.limit.in_flight,
         }
 
     def _work(self, transport: Transport) -> None:
@@ -511,16 +574,18 @@ class _PoolRun:
                     raise
                 # 429 through all of the transport's attempts: the pool has
                 # slowed down meanwhile, so a 429 spends time, not attempts.
-                wait = 1.0 if error.retry_after is None else error.retry_after
-                logger.warning(
-                    "still answered 429 after %d attempts; waiting %.2f s and "
-                    "trying again: %s",
-                    error.attempts,
-                    wait,
-                    error.url,
-                )
+                asked = 1.0 if error.retry_after is None else error.retry_after
                 stats.retries += 1
-                self._back_off(min(wait, self.fetcher.retry.max_retry_wait))
+                event = RetryEvent(
+                    url=error.url,
+                    reason=describe_fault(error),
+                    status=error.status,
+                    attempt=error.attempts,
+                    max_attempts=error.attempts,
+                    wait=min(asked, self.fetcher.retry.max_retry_wait),
+                )
+                self._on_retry(event)
+                self._wait_for_a_slot(event.wait)
                 continue
             return _read_presence(body, user_sid)
 
@@ -570,11 +635,14 @@ def fill_presence(
     The list endpoint never reports presence, so each user is fetched from
     ``/v1/Services/{chat_service_sid}/Users/{sid}`` by a pool of threads. The
     pool starts at ``initial_concurrency`` requests in flight and adapts:
-    clean answers widen it (up to ``max_concurrency``), answers of 429 and
-    other faults narrow it. Failed requests are retried as :func:`load_users`
-    retries them (``Retry-After`` honoured), except that a 429 costs time,
-    not attempts: it is retried for up to ``max_total_wait`` seconds. Each
-    distinct user is fetched once, and never again once fetched.
+    clean answers widen it (up to ``max_concurrency``), answers of 429 narrow
+    it; other faults (5xx, resets, timeouts) are retried at the same width.
+    Failed requests are retried as :func:`load_users` retries them
+    (``Retry-After`` honoured), except that a 429 costs time, not attempts:
+    it is retried for up to ``max_total_wait`` seconds. Each distinct user is
+    fetched once, and never again once fetched. Retries log at DEBUG; the
+    fill logs one INFO line that counts them by reason, and one WARNING when
+    faults other than 429 were retried.
 
     A null in the result means the API said null (the service's reachability
     is off, or the user has no such state); it is never turned into False.
@@ -588,9 +656,11 @@ def fill_presence(
         initial_concurrency: Requests in flight at the start (default 4).
         errors: ``"raise"`` (default): the first user that cannot be fetched
             stops the fill with its error. ``"null"``: a user that is gone
-            (404) or whose fetch outlasted the retries is left null, counted
-            in ``attrs["presence_failed"]`` and logged once; errors that
-            concern every user (401, 403) still raise.
+            (404) or whose fetch outlasted the retries is left null, listed
+            in ``attrs["presence_failed_sids"]`` and logged once; errors that
+            concern every user (401, 403) still raise, and so does a fill in
+            which every fetch was answered with the same 4xx (the frame was
+            listed from another service, account or host).
         progress: None shows a bar where someone watches, True or False
             forces it, a callable gets :class:`ProgressEvent` objects.
         **client_options: The options of :class:`Client` (credentials,
@@ -602,8 +672,12 @@ def fill_presence(
     Returns:
         A copy of ``frame`` with both columns filled, and in ``attrs``:
         ``presence_fetched_at`` (when the fill started, UTC ISO 8601),
-        ``presence_users``, ``presence_failed``, ``presence_requests``,
-        ``presence_retries``, ``presence_max_concurrency``,
+        ``presence_users``, ``presence_failed`` (a count),
+        ``presence_failed_sids`` (those users, in frame order),
+        ``presence_failures`` (each one's reason, such as ``"HTTP 404"``),
+        ``presence_requests``, ``presence_retries``,
+        ``presence_retry_reasons`` (retries by reason, such as
+        ``{"HTTP 429": 12}``), ``presence_max_concurrency``,
         ``presence_peak_concurrency`` (most requests in flight),
         ``presence_concurrency`` (the pool's limit at the end: the account's
         limit as the pool found it) and ``presence_seconds``.
@@ -611,7 +685,8 @@ def fill_presence(
     Raises:
         ConfigurationError: Bad arguments or credentials, or a frame without
             SIDs; nothing was sent.
-        APIError, TransportError, SchemaError: A user's fetch failed for good.
+        APIError, TransportError, SchemaError: A user's fetch failed for good,
+            or (``errors="null"``) every fetch was refused with one 4xx.
 
     Example:
         >>> users = conv_frames.load_users("IS...")  # doctest: +SKIP
@@ -629,27 +704,6 @@ def fill_presence(
         )
 
 
-def pool_session(base_url: str, connections: int) -> requests.Session:
-    """A session that keeps a connection per worker, set up once for all requests.
-
-    Left to itself, requests keeps ten connections to a host and logs each one
-    it drops past that; and it reads the proxy and CA settings from the
-    environment again on every request, walking all of ``os.environ`` twice,
-    which costs more than the request itself when a fill sends one per user.
-    """
-    session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=connections)
-    session.mount(base_url + "/", adapter)
-    # A user is under a kilobyte: inflating it would cost more than it saves.
-    session.headers["Accept-Encoding"] = "identity"
-    session.proxies = {**get_environ_proxies(base_url), **session.proxies}
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle and base_url.startswith("https:"):
-        session.verify = bundle
-    session.trust_env = False
-    return session
-
-
 def with_presence(table: pa.Table, frame: pd.DataFrame) -> pa.Table:
     """Return ``table`` with the presence columns of ``frame`` (same rows, in order)."""
     for name in ("is_online", "is_notifiable"):
@@ -658,18 +712,79 @@ def with_presence(table: pa.Table, frame: pd.DataFrame) -> pa.Table:
     return table
 
 
-def check_presence_errors(errors: str) -> None:
+def check_presence_errors(errors: object, *, name: str = "errors") -> None:
     """Refuse an ``errors`` mode other than ``"raise"`` or ``"null"``."""
-    if errors not in ("raise", "null"):
+    if not isinstance(errors, str) or errors not in ("raise", "null"):
         raise ConfigurationError(
-            f"presence errors={errors!r} is not supported; use 'raise' or 'null'"
+            f"{name}={errors!r} is not supported; use 'raise' or 'null'"
         )
 
 
-def _check_concurrency(maximum: object, initial: object) -> None:
-    checked = [("max_concurrency", maximum)]
+def check_presence_options(
+    max_concurrency: object,
+    initial_concurrency: object,
+    errors: object,
+    *,
+    prefix: str = "",
+) -> None:
+    """Refuse bad presence options before any request is sent.
+
+    Args:
+        max_concurrency, initial_concurrency, errors: As :func:`fill_presence`
+            takes them.
+        prefix: Put before each option's name in messages (``"presence_"``
+            where :func:`load_users` takes them).
+    """
+    _check_concurrency(
+        max_concurrency,
+        initial_concurrency,
+        names=(f"{prefix}max_concurrency", f"{prefix}initial_concurrency"),
+    )
+    check_presence_errors(errors, name=f"{prefix}errors")
+
+
+def check_load_presence(
+    presence: object,
+    *,
+    max_concurrency: object,
+    initial_concurrency: object,
+    errors: object,
+) -> None:
+    """Refuse :func:`load_users`' presence arguments before any request.
+
+    ``presence`` must be a bool, and the ``presence_*`` options are refused
+    when presence is off rather than silently ignored.
+    """
+    if not isinstance(presence, bool):
+        raise ConfigurationError(
+            f"presence={presence!r} must be True (also fetch each user's presence) "
+            "or False"
+        )
+    check_presence_options(
+        max_concurrency, initial_concurrency, errors, prefix="presence_"
+    )
+    given = {
+        "presence_max_concurrency": max_concurrency != DEFAULT_MAX_CONCURRENCY,
+        "presence_initial_concurrency": initial_concurrency is not None,
+        "presence_errors": errors != "raise",
+    }
+    unused = [name for name, differs in given.items() if differs]
+    if unused and not presence:
+        raise ConfigurationError(
+            f"{', '.join(unused)} only apply with presence=True; pass presence=True "
+            "to fetch each user's presence, or drop them"
+        )
+
+
+def _check_concurrency(
+    maximum: object,
+    initial: object,
+    *,
+    names: tuple[str, str] = ("max_concurrency", "initial_concurrency"),
+) -> None:
+    checked = [(names[0], maximum)]
     if initial is not None:
-        checked.append(("initial_concurrency", initial))
+        checked.append((names[1], initial))
     for name, value in checked:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigurationError(
@@ -772,21 +887,34 @@ def _boolean_dtype(column: pd.Series[Any] | None) -> Any:
 
 
 def _log_fill(attrs: Mapping[str, Any], outcome: _Outcome) -> None:
+    reasons: Mapping[str, int] = attrs["presence_retry_reasons"]
     logger.info(
-        "filled presence of %d users in %.2f s (%d requests, %d retries, "
-        "at most %d in flight)",
+        "filled presence of %d users in %.2f s (%d requests, at most %d in "
+        "flight, %d retries%s)",
         attrs["presence_users"] - attrs["presence_failed"],
         attrs["presence_seconds"],
         attrs["presence_requests"],
-        attrs["presence_retries"],
         attrs["presence_peak_concurrency"],
+        attrs["presence_retries"],
+        f": {_counted(reasons)}" if reasons else "",
     )
+    faults = {reason: n for reason, n in reasons.items() if reason != "HTTP 429"}
+    if faults:
+        # 429s are how the pool finds the account's limit; other faults are
+        # the server's or the network's, and worth a look.
+        logger.warning(
+            "presence: %d requests were retried after faults: %s",
+            sum(faults.values()),
+            _counted(faults),
+        )
     if outcome.failed:
         (key, error), *_ = outcome.failed.items()
+        kinds = collections.Counter(attrs["presence_failures"].values())
         logger.warning(
-            "presence of %d users could not be fetched and is left null "
-            "(frame.attrs['presence_failed']); the first, %s: %s",
+            "presence of %d users could not be fetched and is left null (%s; "
+            "see frame.attrs['presence_failures']); the first, %s: %s",
             len(outcome.failed),
+            _counted(kinds),
             key[1],
             error,
         )
@@ -796,3 +924,9 @@ def _log_fill(attrs: Mapping[str, Any], outcome: _Outcome) -> None:
             "the API reported null presence for every user: is reachability "
             "enabled on the service (Conversations > Services > Reachability)?"
         )
+
+
+def _counted(counts: Mapping[str, int]) -> str:
+    """``"4 HTTP 503, 1 RequestTimeout"``, most frequent first."""
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{count} {reason}" for reason, count in ordered)

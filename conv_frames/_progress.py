@@ -54,6 +54,8 @@ class ProgressEvent:
         retries: Requests that repeated an earlier one after a fault or a 429.
         concurrency: The presence pool's current limit on requests in
             flight (``"presence"`` only).
+        in_flight: Presence requests in flight now (``"presence"`` only);
+            above ``concurrency`` for a moment after the limit is cut.
         finished: True on the last event of a task that completed.
     """
 
@@ -65,6 +67,7 @@ class ProgressEvent:
     requests: int = 0
     retries: int = 0
     concurrency: int = 0
+    in_flight: int = 0
     finished: bool = False
 
     @property
@@ -196,7 +199,11 @@ def _open_bar(task: Task, total: int | None) -> Any:
 def _postfix(event: ProgressEvent) -> dict[str, int]:
     if event.task == "users":
         return {"pages": event.pages, "retries": event.retries}
-    return {"in_flight": event.concurrency, "retries": event.retries}
+    return {
+        "in_flight": event.in_flight,
+        "limit": event.concurrency,
+        "retries": event.retries,
+    }
 
 
 def _stderr_is_terminal() -> bool:

@@ -11,6 +11,11 @@ environment, preparing and wrapping), which costs more than the page's own
 parsing on a fast link (#4). A session the caller passes in, or an origin that
 an environment proxy applies to, goes through requests as before. Both lanes
 report failures with the same messages.
+
+Before each retry the transport tells its ``on_retry`` hook why it retries
+and how long it waits, as a :class:`RetryEvent`; by default the hook logs one
+WARNING. The presence pool passes its own, to tell a 429 (too many requests
+in flight) from a fault that is only retried (#5).
 """
 
 from __future__ import annotations
@@ -44,7 +49,16 @@ from tenacity.wait import wait_base
 from ._config import Credentials, _is_loopback
 from ._errors import APIError, RequestTimeout, SchemaError, TransportError
 
-__all__ = ["LoadStats", "RetryPolicy", "Transport", "parse_retry_after", "redact_url"]
+__all__ = [
+    "LoadStats",
+    "RetryEvent",
+    "RetryPolicy",
+    "Transport",
+    "describe_fault",
+    "log_retry",
+    "parse_retry_after",
+    "redact_url",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +88,49 @@ class RetryPolicy:
     max_total_wait: float = 300.0
     backoff_initial: float = 0.5
     backoff_jitter: float = 0.5
+
+
+@dataclass(frozen=True)
+class RetryEvent:
+    """A request that failed and is sent again after a wait, as ``on_retry`` sees it.
+
+    Attributes:
+        url: The URL, without credentials.
+        reason: What failed: ``"HTTP 503"`` for a status, else the error's
+            class (``"RequestTimeout"``, ``"TransportError"``).
+        status: The HTTP status, or None when no usable answer came.
+        attempt: The attempt that failed, counted from 1.
+        max_attempts: Attempts the policy allows for this URL.
+        wait: Seconds waited before the next attempt: what the server asked
+            for in ``Retry-After``, or the backoff, capped by ``max_retry_wait``.
+    """
+
+    url: str
+    reason: str
+    status: int | None
+    attempt: int
+    max_attempts: int
+    wait: float
+
+    @property
+    def pushback(self) -> bool:
+        """Whether the server refused the request as one too many (429)."""
+        return self.status == 429
+
+
+RetryHook = Callable[[RetryEvent], None]
+
+
+def log_retry(event: RetryEvent) -> None:
+    """The default ``on_retry``: one WARNING line per retry."""
+    logger.warning(
+        "retrying after %s (attempt %d of %d, waiting %.2f s): %s",
+        event.reason,
+        event.attempt,
+        event.max_attempts,
+        event.wait,
+        event.url,
+    )
 
 
 @dataclass
@@ -109,7 +166,19 @@ class _Answer:
 
 
 class Transport:
-    """A pooled session that GETs JSON with retries, for one set of credentials."""
+    """A pooled session that GETs JSON with retries, for one set of credentials.
+
+    Args:
+        credentials: The basic-auth pair sent with every request.
+        timeout: Seconds for connect and each read: one number or a pair.
+        retry: How hard to try before a transient fault becomes an error.
+        sleep: Waits between attempts (tests pass a recorder).
+        session: A caller's session to send through, lent and left unchanged.
+        on_retry: Told of each retry before its wait; by default
+            :func:`log_retry`.
+        connections: Connections the transport's own lane keeps open to an
+            origin: one per thread that sends through it at once.
+    """
 
     def __init__(
         self,
@@ -119,10 +188,13 @@ class Transport:
         retry: RetryPolicy,
         sleep: Sleep = time.sleep,
         session: requests.Session | None = None,
+        on_retry: RetryHook = log_retry,
+        connections: int = 1,
     ) -> None:
         self.timeout = timeout
         self.retry = retry
         self._sleep = sleep
+        self._on_retry = on_retry
         # Auth and headers go with each request, so a session the caller lends
         # is never changed: it must not carry the credentials anywhere after.
         self._auth = _BasicAuth(credentials)
@@ -133,7 +205,9 @@ class Transport:
             self._session.auth = self._auth
             self._session.headers.update(self._headers)
         self._pools = (
-            _DirectPools(self._session, timeout) if self._owns_session else None
+            _DirectPools(self._session, timeout, connections)
+            if self._owns_session
+            else None
         )
         self._retrying = Retrying(
             retry=retry_if_exception(_is_transient),
@@ -182,7 +256,7 @@ class Transport:
 
         def before_sleep(state: RetryCallState) -> None:
             stats.retries += 1
-            self._log_retry(state)
+            self._on_retry(self._retry_event(state))
 
         retrying = self._retrying.copy(
             before_sleep=before_sleep, sleep=self._sleep_unless_cancelled(stats)
@@ -235,16 +309,15 @@ class Transport:
             raise _network_error(error, shown) from error
         return _Answer(response.status_code, response.headers, response.content)
 
-    def _log_retry(self, state: RetryCallState) -> None:
+    def _retry_event(self, state: RetryCallState) -> RetryEvent:
         error = state.outcome.exception() if state.outcome else None
-        wait = state.next_action.sleep if state.next_action else 0.0
-        logger.warning(
-            "retrying after %s (attempt %d of %d, waiting %.2f s): %s",
-            _fault_name(error),
-            state.attempt_number,
-            self.retry.max_attempts,
-            wait,
-            getattr(error, "url", "?"),
+        return RetryEvent(
+            url=getattr(error, "url", "?"),
+            reason=describe_fault(error),
+            status=error.status if isinstance(error, APIError) else None,
+            attempt=state.attempt_number,
+            max_attempts=self.retry.max_attempts,
+            wait=state.next_action.sleep if state.next_action else 0.0,
         )
 
 
@@ -323,13 +396,17 @@ class _DirectPools:
     requests, which knows how to reach it.
     """
 
-    def __init__(self, session: requests.Session, timeout: Timeout) -> None:
+    def __init__(
+        self, session: requests.Session, timeout: Timeout, connections: int
+    ) -> None:
         self._session = session
         connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         self._timeout = urllib3.Timeout(connect=connect, read=read)
+        self._connections = connections
         # Per origin: its connection pool and headers, or None for requests.
         self._lanes: dict[tuple[str, str], _Lane | None] = {}
         self._manager: urllib3.PoolManager | None = None
+        self._opening = threading.Lock()  # threads may share the lane (presence)
 
     def get(self, url: str, shown: str) -> _Answer | None:
         """Send one GET, or return None if this lane does not serve the origin.
@@ -340,7 +417,9 @@ class _DirectPools:
         parts = urlsplit(url)
         origin = (parts.scheme, parts.netloc)
         if origin not in self._lanes:
-            self._lanes[origin] = self._open(url, parts.hostname or "")
+            with self._opening:
+                if origin not in self._lanes:
+                    self._lanes[origin] = self._open(url, parts.hostname or "")
         lane = self._lanes[origin]
         if lane is None:
             return None
@@ -383,7 +462,9 @@ class _DirectPools:
         if requests.utils.select_proxy(url, settings["proxies"]):
             return None
         if self._manager is None:
-            self._manager = urllib3.PoolManager(**_tls_options(settings["verify"]))
+            self._manager = urllib3.PoolManager(
+                maxsize=self._connections, **_tls_options(settings["verify"])
+            )
 
         headers = {name: str(value) for name, value in session.headers.items()}
         if isinstance(session.auth, _BasicAuth):
@@ -547,7 +628,8 @@ def _int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _fault_name(error: BaseException | None) -> str:
+def describe_fault(error: BaseException | None) -> str:
+    """Name a failure briefly: ``"HTTP 503"``, or the error's class."""
     if isinstance(error, APIError):
         return f"HTTP {error.status}"
     return type(error).__name__ if error else "an unknown fault"

@@ -9,6 +9,11 @@ code it calls. The kernel runs in this folder (the analysis notebook writes
 ``presence_shares.png`` here, the picture in the README) with every
 ``TWILIO_*`` variable removed, so the outputs always come from the bundled
 emulator. The tests execute the notebooks through :func:`execute` as well.
+
+Two things a run must not leave behind: progress bars are turned off
+(``TQDM_DISABLE``), since their frames would only clutter the saved outputs,
+and the kernel's temporary folder must be empty at the end, or the run fails
+naming what the notebook forgot to remove.
 """
 
 from __future__ import annotations
@@ -28,15 +33,21 @@ HERE = Path(__file__).resolve().parent
 _KERNEL = "conv-frames-python"
 
 
+class LeftBehind(RuntimeError):
+    """A notebook left files in its temporary folder."""
+
+
 def execute(path: Path, *, cwd: Path, timeout: float = 300.0) -> nbformat.NotebookNode:
     """Execute the notebook at ``path`` in a fresh kernel; return it with outputs.
 
     The kernel is ``sys.executable`` (the virtual environment's Python when
     run from it), whatever kernels Jupyter has installed elsewhere, and it
-    starts in ``cwd`` without ``TWILIO_*`` variables.
+    starts in ``cwd`` without ``TWILIO_*`` variables, without progress bars,
+    and with a temporary folder of its own.
 
     Raises:
         nbclient.exceptions.CellExecutionError: A cell raised.
+        LeftBehind: The notebook left files in its temporary folder.
     """
     notebook = nbformat.read(path, as_version=4)
     environment = {
@@ -47,6 +58,9 @@ def execute(path: Path, *, cwd: Path, timeout: float = 300.0) -> nbformat.Notebo
     with tempfile.TemporaryDirectory() as folder:
         specs = Path(folder)
         _write_kernelspec(specs)
+        scratch = specs / "tmp"
+        scratch.mkdir()
+        environment.update(TMPDIR=str(scratch), TQDM_DISABLE="1")
         manager = KernelManager(
             kernel_name=_KERNEL,
             kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(specs)]),
@@ -63,6 +77,12 @@ def execute(path: Path, *, cwd: Path, timeout: float = 300.0) -> nbformat.Notebo
         # cleanup_kc: stop the kernel and close its channels even though the
         # manager is ours, not the client's.
         client.execute(env=environment, cleanup_kc=True)
+        left = sorted(entry.name for entry in scratch.iterdir())
+    if left:
+        raise LeftBehind(
+            f"{path.name} left {left} in its temporary folder: remove what it "
+            "creates (tempfile.TemporaryDirectory, then .cleanup() at the end)"
+        )
     return notebook
 
 

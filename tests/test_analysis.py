@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 import conv_frames
 from conv_frames import ConfigurationError
 from conv_frames._analysis import ALL, NOTIFIABLE_STATES, ONLINE_STATES
+from conv_frames._schema import DtypeBackend
 from conv_frames.emulator import Emulator
 
 T, F, N = True, False, None
@@ -163,6 +165,49 @@ def test_summary_refuses_what_is_not_presence() -> None:
         conv_frames.presence_summary(users_with([T], [T]), by="team")
 
 
+@pytest.mark.parametrize(
+    ("by", "message"),
+    [
+        (
+            "profile",
+            "column 'profile' holds dict values (keys 'plan'), which cannot be "
+            "grouped by; spread the attributes into columns with "
+            "frame.join(flatten_attributes(frame)) and group by one of those, "
+            "such as 'attributes.team.name'",
+        ),
+        ("tags", "column 'tags' holds list values, which cannot be grouped by"),
+        (["team", "tags"], "column 'tags' holds list values"),
+        ("attributes", "by='attributes' would group by whole JSON documents; spread"),
+        ("plan", "by names columns ['plan'], which the frame lacks; to group by an "),
+        (["team", "plan"], "by names columns ['plan']"),
+        ([["team"]], "by=['team'] is not a column name"),
+    ],
+)
+def test_summary_refuses_a_by_it_cannot_group_with_a_way_out(
+    by: Any, message: str
+) -> None:
+    users = users_with(
+        [T, F],
+        [T, N],
+        team=["Sales", "Support"],
+        profile=[{"plan": "pro"}, {"plan": "free"}],
+        tags=[["vip"], []],
+        attributes=[{"team": "Sales"}, {"team": "Support"}],
+    )
+
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        conv_frames.presence_summary(users, by=by)
+
+
+def test_summary_by_a_column_of_objects_that_group_still_works() -> None:
+    users = users_with([T, F, N], [T, T, N], plan=["pro", None, 3])
+
+    summary = conv_frames.presence_summary(users, by="plan")
+
+    totals = summary.query("online == 'all' and notifiable == 'all'")
+    assert totals["users"].tolist() == [1, 1, 1]
+
+
 def test_summary_warns_when_presence_was_never_fetched(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -269,6 +314,42 @@ def test_empty_objects_are_values_not_columns_to_invent() -> None:
     assert flat["attributes.team"].tolist() == [{}, None]
 
 
+@pytest.mark.parametrize(
+    ("documents", "message"),
+    [
+        (
+            [{"a.b": 1}, {"a": {"b": 2}}],
+            "attribute keys ['a.b'] and ['a', 'b'] both become column 'a.b' when "
+            "joined with sep='.'; pass a separator no key contains, such as "
+            "sep='/'",
+        ),
+        (
+            [{"a": {"b": {"c": 1}}}, {"x": 1}, {"a": {"b.c": 2}}],
+            "attribute keys ['a', 'b', 'c'] and ['a', 'b.c'] both become column "
+            "'a.b.c'",
+        ),
+        (
+            [{"a/b": 1, "a.b": 2}, {"a": {"b": 3}}],
+            "both become column 'a.b' when joined with sep='.'; pass a separator "
+            "no key contains, such as sep='__'",
+        ),
+    ],
+)
+def test_paths_that_collide_across_rows_are_refused(
+    documents: list[Any], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        conv_frames.flatten_attributes(attributes(*documents))
+
+
+def test_another_separator_keeps_colliding_paths_apart() -> None:
+    flat = conv_frames.flatten_attributes(
+        attributes({"a.b": 1}, {"a": {"b": 2}}), sep="/", prefix=None
+    )
+
+    assert flat.to_dict("list") == {"a.b": [1, None], "a/b": [None, 2]}
+
+
 def test_paths_that_collide_are_refused() -> None:
     users = attributes({"team.name": "x", "team": {"name": "y"}})
 
@@ -276,6 +357,35 @@ def test_paths_that_collide_are_refused() -> None:
         conv_frames.flatten_attributes(users, prefix=None)
     flat = conv_frames.flatten_attributes(users, sep="/", prefix=None)
     assert flat.columns.tolist() == ["team.name", "team/name"]
+
+
+@pytest.mark.parametrize("backend", ["numpy_nullable", "pyarrow"])
+def test_integers_stay_exact_whatever_their_size(backend: DtypeBackend) -> None:
+    big, huge = 2**60 + 1, 2**70 + 1
+    series = pd.Series(
+        [
+            {"big": big, "huge": huge, "mixed": 0.5, "far": 0.5, "edge": 2**53},
+            {"big": -big, "huge": 1, "mixed": 2**53, "far": big, "edge": 0.25},
+            {"big": None, "huge": None, "mixed": None, "far": None, "edge": None},
+        ]
+    )
+
+    flat = conv_frames.flatten_attributes(series, prefix=None, dtype_backend=backend)
+
+    integer = pd.ArrowDtype(pa.int64()) if backend == "pyarrow" else pd.Int64Dtype()
+    number = pd.ArrowDtype(pa.float64()) if backend == "pyarrow" else pd.Float64Dtype()
+    assert flat["big"].dtype == integer
+    assert flat["big"].tolist()[:2] == [big, -big]
+    # Beyond 64 bits, or integers a float cannot hold beside fractions: kept.
+    assert flat["huge"].dtype == np.dtype(object)
+    assert flat["huge"].tolist() == [huge, 1, None]
+    assert flat["far"].dtype == np.dtype(object)
+    assert flat["far"].tolist() == [0.5, big, None]
+    assert [type(value) for value in flat["far"][:2]] == [float, int]
+    # Up to 2**53 a float is exact, so such a mix is a number column.
+    assert flat["mixed"].dtype == number
+    assert flat["mixed"].tolist()[:2] == [0.5, 2**53]
+    assert flat["edge"].dtype == number
 
 
 def test_series_input_pyarrow_backend_and_big_integers() -> None:

@@ -8,8 +8,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
+from conftest import SleepRecorder
 from scripted import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -205,6 +208,120 @@ def test_bad_emulator_settings_are_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.startswith(message)
     assert "Traceback" not in err
+
+
+def test_the_emulator_command_sets_the_accounts_limits_and_reachability(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    served: dict[str, Any] = {}
+
+    def fill_instead_of_serving(emulator: Emulator) -> None:
+        options = {
+            "account_sid": emulator.account_sid,
+            "auth_token": emulator.auth_token,
+            "base_url": emulator.base_url,
+        }
+        users = conv_frames.users_frame(emulator.users())
+        served["filled"] = conv_frames.fill_presence(
+            users,
+            max_concurrency=8,
+            initial_concurrency=8,
+            sleep=SleepRecorder(),
+            **options,
+        )
+        served["log"] = emulator.requests
+        url = f"{emulator.base_url}/v1/Services/{emulator.service_sid}/Users"
+        served["refused"] = requests.get(
+            url, auth=(emulator.account_sid, emulator.auth_token), timeout=10
+        )
+
+    monkeypatch.setattr(Emulator, "serve_forever", fill_instead_of_serving)
+    argv = ["emulator", "--port", "0", "--users", "20", "--latency", "0.02"]
+    argv += ["--max-concurrency", "1", "--rate-limit", "1000", "--no-reachability"]
+
+    assert main(argv) == 0
+
+    banner = capsys.readouterr().out.splitlines()
+    assert banner[2] == (
+        "  limits:   concurrency limit 1, rate limit 1000/s, latency 20 ms, "
+        "reachability off"
+    )
+    filled = served["filled"]
+    assert filled["is_online"].isna().all()  # reachability off: the API says null
+    assert filled["is_notifiable"].isna().all()
+    assert filled.attrs["presence_failed"] == 0
+    # Eight at once against a limit of one, each held 20 ms: the account refused.
+    refused = [entry for entry in served["log"] if entry.status == 429]
+    assert refused
+    assert filled.attrs["presence_retry_reasons"] == {"HTTP 429": len(refused)}
+
+
+def test_the_emulator_commands_rate_limit_answers_429_past_the_budget(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    answers: list[requests.Response] = []
+
+    def ask_twice(emulator: Emulator) -> None:
+        url = f"{emulator.base_url}/v1/Services/{emulator.service_sid}/Users"
+        auth = (emulator.account_sid, emulator.auth_token)
+        answers.extend(requests.get(url, auth=auth, timeout=10) for _ in range(2))
+
+    monkeypatch.setattr(Emulator, "serve_forever", ask_twice)
+
+    # One request per 100 s: the first is admitted, the second refused.
+    assert (
+        main(["emulator", "--port", "0", "--users", "3", "--rate-limit", "0.01"]) == 0
+    )
+
+    assert "rate limit 0.01/s" in capsys.readouterr().out
+    assert [answer.status_code for answer in answers] == [200, 429]
+    assert answers[1].json()["code"] == 20429
+    assert 90 <= int(answers[1].headers["Retry-After"]) <= 100
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--max-concurrency", "0"],
+            "max_concurrency must be a whole number of requests, 1 or more, got 0",
+        ),
+        (
+            ["--rate-limit", "0"],
+            "rate_limit must be a positive number of requests a second, got 0.0",
+        ),
+        (
+            ["--rate-limit", "nan"],
+            "rate_limit must be a positive number of requests a second, got nan",
+        ),
+        (["--latency", "-1"], "latency must be zero or more seconds, got -1.0"),
+        (["--latency", "inf"], "latency must be zero or more seconds, got inf"),
+    ],
+)
+def test_bad_emulator_limits_are_one_line_and_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["emulator", "--port", "0", *argv]) == 2
+
+    err = capsys.readouterr().err
+    assert err == f"conv-frames: ConfigurationError: {message}\n"
+
+
+def test_the_emulator_help_describes_the_limits(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["emulator", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+
+    assert exited.value.code == 0
+    assert "--max-concurrency N requests the account may have in flight" in shown
+    assert "--rate-limit PER_SECOND requests a second the account may send" in shown
+    assert "--reachability, --no-reachability" in shown
+    with pytest.raises(SystemExit) as refused:
+        main(["emulator", "--max-concurrency", "many"])
+    assert refused.value.code == 2
+    assert "invalid int value: 'many'" in capsys.readouterr().err
 
 
 def test_sigterm_stops_a_dataset_export_without_publishing(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 Each notebook is executed headlessly with this interpreter as its kernel (see
 ``notebooks/execute.py``), in a temporary folder and without ``TWILIO_*``
-variables; a cell that raises fails the test. The saved copies must have been
+variables; a cell that raises, or a notebook that leaves temporary files
+behind, fails the test. The saved copies must have been
 executed top to bottom, and their tables must equal what the code prints
 now, except in cells tagged ``varies`` (timings, ports, timestamps).
 """
@@ -97,6 +98,37 @@ def test_saved_outputs_are_in_step_with_the_code(
         if "varies" in old.metadata.get("tags", []):
             continue
         assert shown(old) == shown(new), f"rerun notebooks/execute.py: {old.source}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_saved_outputs_hold_no_progress_bars(name: str) -> None:
+    saved = nbformat.read(NOTEBOOKS / name, as_version=4)
+    streams = [
+        output.text
+        for cell in code_cells(saved)
+        for output in cell.outputs
+        if output.output_type == "stream"
+    ]
+
+    assert streams, "the notebooks print and log something"
+    assert not [text for text in streams if "\r" in text or "users/s" in text]
+
+
+def test_a_notebook_that_leaves_temporary_files_fails(tmp_path: Path) -> None:
+    careless = nbformat.v4.new_notebook()
+    careless.cells = [
+        nbformat.v4.new_code_cell(
+            "import tempfile\nfolder = tempfile.mkdtemp(prefix='conv_frames_')"
+        )
+    ]
+    path = tmp_path / "careless.ipynb"
+    nbformat.write(careless, path)
+    runner = load_runner()
+
+    with pytest.raises(
+        runner.LeftBehind, match=r"careless\.ipynb left \['conv_frames_"
+    ):
+        runner.execute(path, cwd=tmp_path)
 
 
 def test_the_analysis_draws_its_plots_and_saves_the_readme_picture(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter, deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,15 +17,15 @@ import requests
 from conftest import SleepRecorder
 
 import conv_frames
-from conv_frames import APIError, ConfigurationError
+import conv_frames._client
+from conv_frames import APIError, ConfigurationError, ProgressEvent
 from conv_frames._presence import (
     AdaptiveLimit,
     Answer,
     Cancelled,
     Ticket,
-    pool_session,
 )
-from conv_frames.emulator import Emulator, FaultPlan
+from conv_frames.emulator import Emulator, Fault, FaultPlan
 from conv_frames.emulator._data import presence_of
 
 MISSING_USER = "US" + "f" * 32
@@ -171,6 +172,65 @@ def test_load_users_with_presence_fills_and_writes_it(tmp_path: Path) -> None:
     assert again.attrs["presence_fetched_at"] == users.attrs["presence_fetched_at"]
 
 
+def test_load_users_passes_the_presence_options_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made: list[dict[str, Any]] = []
+    fetcher = conv_frames._client.PresenceFetcher
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        made.append(kwargs)
+        return fetcher(*args, **kwargs)
+
+    monkeypatch.setattr(conv_frames._client, "PresenceFetcher", recording)
+    with Emulator(users=30, max_concurrency=2, latency=0.005) as emu:
+        users = conv_frames.load_users(
+            emu.service_sid,
+            presence=True,
+            presence_max_concurrency=2,
+            presence_initial_concurrency=1,
+            presence_errors="null",
+            **options(emu),
+        )
+
+    assert presence(users) == expected(users)
+    assert [(m["max_concurrency"], m["initial_concurrency"]) for m in made] == [(2, 1)]
+    assert users.attrs["presence_max_concurrency"] == 2
+    assert users.attrs["presence_peak_concurrency"] <= 2
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"presence": "yes"}, "presence='yes' must be True (also fetch each user's"),
+        ({"presence": 1}, "presence=1 must be True"),
+        (
+            {"presence": True, "presence_max_concurrency": 0},
+            "presence_max_concurrency=0 must be an integer >= 1",
+        ),
+        (
+            {"presence": True, "presence_initial_concurrency": 2.5},
+            "presence_initial_concurrency=2.5 must be an integer >= 1",
+        ),
+        (
+            {"presence": True, "presence_errors": "ignore"},
+            "presence_errors='ignore' is not supported; use 'raise' or 'null'",
+        ),
+        (
+            {"presence_max_concurrency": 8, "presence_errors": "null"},
+            "presence_max_concurrency, presence_errors only apply with presence=True",
+        ),
+    ],
+)
+def test_load_users_refuses_bad_presence_arguments_before_any_request(
+    arguments: dict[str, Any], message: str
+) -> None:
+    with Emulator(users=3) as emu:
+        with pytest.raises(ConfigurationError, match=re.escape(message)):
+            conv_frames.load_users(emu.service_sid, **arguments, **options(emu))
+        assert emu.requests == []
+
+
 class CountingSession(requests.Session):
     """A caller's session: counts what it sends and whether it was closed."""
 
@@ -198,27 +258,27 @@ def test_a_session_given_to_the_client_carries_the_fetches(emu: Emulator) -> Non
     assert not session.closed  # lent, not given: the caller closes it
 
 
-def test_the_pool_session_reads_the_environment_once(
-    monkeypatch: pytest.MonkeyPatch,
+def test_the_fetches_take_the_direct_lane_with_a_connection_per_worker(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.com:3128")
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/company.pem")
-    twilio = "https://conversations.twilio.com"
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("requests was used")
 
-    session = pool_session(twilio, 24)
-    monkeypatch.setenv("NO_PROXY", "conversations.twilio.com")
-    bypassed = pool_session(twilio, 24)
+    caplog.set_level(logging.DEBUG, logger="urllib3")
+    with Emulator(users=200, seed=1) as emu:
+        users = listed(emu)
+        monkeypatch.setattr(requests.Session, "request", refuse)
+        filled = conv_frames.fill_presence(
+            users, max_concurrency=4, initial_concurrency=4, **options(emu)
+        )
 
-    assert session.proxies["https"] == "http://proxy.example.com:3128"
-    assert session.verify == "/etc/ssl/company.pem"
-    assert session.trust_env is False  # nothing read again per request
-    adapter = session.get_adapter(twilio + "/v1/Services")
-    assert isinstance(adapter, requests.adapters.HTTPAdapter)
-    assert adapter._pool_maxsize == 24  # one connection per worker
-    assert "https" not in bypassed.proxies
+    opened = [r for r in caplog.records if "Starting new HTTP" in r.getMessage()]
+    dropped = [r for r in caplog.records if "pool is full" in r.getMessage()]
+    assert presence(filled) == expected(users)
+    # Two workers a slot (8), each keeping its connection for every fetch: a
+    # pool of one would open and drop a connection for most of the 200.
+    assert 1 <= len(opened) <= 8
+    assert dropped == []
 
 
 # -- 429 storms -----------------------------------------------------------------
@@ -303,6 +363,125 @@ def test_server_errors_are_retried_by_the_transport_policy(
     assert len(sleeps.waits) == 3
 
 
+@pytest.mark.parametrize(
+    ("kind", "reason"), [("status_503", "HTTP 503"), ("status_429", "HTTP 429")]
+)
+def test_only_a_429_narrows_the_pool(
+    kind: str, reason: str, sleeps: SleepRecorder
+) -> None:
+    # A fifth of all requests fail: a 503 says the server erred, a 429 that
+    # too many were in flight. Ten attempts outlast any run of 503s here.
+    faults = FaultPlan(rate=0.2, seed=11, kinds=[kind])
+    events: list[ProgressEvent] = []
+    with Emulator(users=300, faults=faults) as emu:
+        users = listed(emu)
+        filled = conv_frames.fill_presence(
+            users,
+            max_concurrency=8,
+            initial_concurrency=8,
+            progress=events.append,
+            **options(emu, max_attempts=10, sleep=sleeps),
+        )
+        fetches = user_fetches(emu)
+
+    assert presence(filled) == expected(users)
+    assert set(fetches.values()) == {1}
+    retries = filled.attrs["presence_retries"]
+    assert retries >= 40
+    assert filled.attrs["presence_retry_reasons"] == {reason: retries}
+    assert filled.attrs["presence_requests"] == 300 + retries
+    limits = [event.concurrency for event in events]
+    if kind == "status_503":
+        assert filled.attrs["presence_concurrency"] == 8
+        assert set(limits) == {8}  # never narrowed
+    else:
+        assert filled.attrs["presence_concurrency"] < 8
+        assert min(limits) < 8
+
+
+def test_retries_log_at_debug_and_once_at_the_end(
+    sleeps: SleepRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    faults = FaultPlan(
+        at={3: "status_503", 7: "reset_before_body", 9: "status_503", 12: "status_429"}
+    )
+    caplog.set_level(logging.DEBUG, logger="conv_frames")
+    with Emulator(users=30, faults=faults) as emu:
+        filled = conv_frames.fill_presence(
+            listed(emu), max_concurrency=1, **options(emu, sleep=sleeps)
+        )
+
+    mine = [r for r in caplog.records if r.name.startswith("conv_frames")]
+    retried = [r for r in mine if r.getMessage().startswith("retrying a user after")]
+    assert [r.levelno for r in retried] == [logging.DEBUG] * 4
+    assert [(r.levelname, r.getMessage()) for r in mine if r.levelno > logging.DEBUG][
+        :1
+    ] == [
+        (
+            "INFO",
+            f"filled presence of 30 users in {filled.attrs['presence_seconds']:.2f} s "
+            "(34 requests, at most 1 in flight, 4 retries: 2 HTTP 503, 1 HTTP 429, "
+            "1 TransportError)",
+        )
+    ]
+    warnings = [r.getMessage() for r in mine if r.levelno >= logging.WARNING]
+    assert warnings == [
+        "presence: 3 requests were retried after faults: 2 HTTP 503, 1 TransportError"
+    ]
+    assert filled.attrs["presence_retry_reasons"] == {
+        "HTTP 503": 2,
+        "TransportError": 1,
+        "HTTP 429": 1,
+    }
+
+
+def test_the_logged_wait_is_the_wait_slept(
+    sleeps: SleepRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Retry-After 30 s, capped at 2 s; one attempt each, so every 429 goes
+    # round the pool's own loop after the transport's.
+    slow = Fault("status_429", retry_after=30)
+    caplog.set_level(logging.DEBUG, logger="conv_frames")
+    with Emulator(users=1, faults=FaultPlan(at={0: [slow] * 3})) as emu:
+        filled = conv_frames.fill_presence(
+            listed(emu), **options(emu, max_attempts=1, max_retry_wait=2, sleep=sleeps)
+        )
+
+    retried = [
+        r.getMessage() for r in caplog.records if "retrying a user" in r.getMessage()
+    ]
+    assert presence(filled) == expected(filled)
+    assert sleeps.waits == [2.0, 2.0, 2.0]
+    assert len(retried) == 3
+    assert all("waiting 2.00 s" in message for message in retried)
+
+
+def test_progress_reports_the_requests_in_flight_apart_from_the_limit(
+    emu: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events: list[ProgressEvent] = []
+
+    conv_frames.fill_presence(
+        listed(emu, 3),
+        max_concurrency=8,
+        initial_concurrency=8,
+        progress=events.append,
+        **options(emu),
+    )
+    conv_frames.fill_presence(
+        listed(emu, 3),
+        max_concurrency=8,
+        initial_concurrency=8,
+        progress=True,
+        **options(emu),
+    )
+
+    last = events[-1]
+    assert (last.finished, last.concurrency, last.in_flight) == (True, 8, 0)
+    assert all(event.in_flight <= 3 for event in events)  # 3 users, never 8
+    assert "in_flight=0, limit=8" in capsys.readouterr().err
+
+
 # -- failures ---------------------------------------------------------------------
 
 
@@ -331,10 +510,95 @@ def test_lenient_mode_leaves_a_counted_null_and_logs_once(
     assert presence(filled)[:20] == expected(users)[:20]
     assert presence(filled)[20] == (None, None)
     assert filled.attrs["presence_failed"] == 1
+    assert filled.attrs["presence_failed_sids"] == [MISSING_USER]
+    assert filled.attrs["presence_failures"] == {MISSING_USER: "HTTP 404"}
     failures = [r for r in caplog.records if "could not be fetched" in r.message]
     assert len(failures) == 1
-    assert "presence of 1 users" in failures[0].message
-    assert MISSING_USER in failures[0].message
+    assert failures[0].message.startswith(
+        "presence of 1 users could not be fetched and is left null (1 HTTP 404; "
+        f"see frame.attrs['presence_failures']); the first, {MISSING_USER}: HTTP 404"
+    )
+
+
+def test_lenient_failures_are_listed_in_frame_order(sleeps: SleepRecorder) -> None:
+    # The first user meets two 503s and has two attempts; two users are gone.
+    faults = FaultPlan(at={0: ["status_503", "status_503"]})
+    settings = {"initial_concurrency": 1, "max_attempts": 2, "sleep": sleeps}
+    gone = ["US" + "e" * 32, "US" + "d" * 32]
+    with Emulator(users=6, faults=faults) as emu:
+        users = listed(emu)
+        users = pd.concat(
+            [users, users.iloc[[1, 2]].assign(sid=gone)], ignore_index=True
+        )
+        filled = conv_frames.fill_presence(
+            users, errors="null", **settings, **options(emu)
+        )
+
+    first = users["sid"].iloc[0]
+    assert filled.attrs["presence_failed"] == 3
+    assert filled.attrs["presence_failed_sids"] == [first, *gone]
+    assert filled.attrs["presence_failures"] == {
+        first: "HTTP 503",
+        gone[0]: "HTTP 404",
+        gone[1]: "HTTP 404",
+    }
+
+
+def test_a_lenient_load_keeps_its_failures_in_parquet(
+    tmp_path: Path, sleeps: SleepRecorder
+) -> None:
+    # Request 0 lists the users; the first fetch meets two 503s in two attempts.
+    faults = FaultPlan(at={1: ["status_503", "status_503"]})
+    path = tmp_path / "users.parquet"
+    with Emulator(users=6, faults=faults) as emu:
+        users = conv_frames.load_users(
+            emu.service_sid,
+            presence=True,
+            presence_errors="null",
+            presence_initial_concurrency=1,
+            parquet_path=path,
+            **options(emu, max_attempts=2, sleep=sleeps),
+        )
+
+    first = users["sid"].iloc[0]
+    assert users.attrs["presence_failures"] == {first: "HTTP 503"}
+    again = conv_frames.read_parquet(path)
+    assert again.attrs["presence_failed_sids"] == [first]
+    assert again.attrs["presence_failures"] == {first: "HTTP 503"}
+
+
+def test_a_frame_of_another_service_raises_even_in_lenient_mode(
+    emu: Emulator,
+) -> None:
+    users = listed(emu, 25).assign(chat_service_sid="IS" + "0" * 32)
+
+    with pytest.raises(APIError) as caught:
+        conv_frames.fill_presence(users, errors="null", **options(emu))
+
+    error = caught.value
+    assert error.status == 404
+    assert error.code == 20404
+    assert str(error).startswith(f"HTTP 404 (Twilio error 20404) from {emu.base_url}")
+    assert (
+        "every one of the 25 users' fetches was answered HTTP 404 (The requested "
+        in error.message
+    )
+    assert (
+        f"so none of them is a user of service IS{'0' * 32} on account "
+        f"{emu.account_sid} at {emu.base_url}. Check that the frame was loaded "
+        "with these credentials and base_url" in error.message
+    )
+    assert isinstance(error.__cause__, APIError)
+
+
+def test_a_frame_of_another_account_raises_even_in_lenient_mode(
+    emu: Emulator,
+) -> None:
+    with Emulator(users=12, seed=99) as other:
+        users = listed(other)
+
+    with pytest.raises(APIError, match=f"service {users['chat_service_sid'][0]} on"):
+        conv_frames.fill_presence(users, errors="null", **options(emu))
 
 
 def test_faults_that_outlast_the_retries_fail_the_user(sleeps: SleepRecorder) -> None:
@@ -420,7 +684,8 @@ def test_one_info_line_per_fill(
     assert lines[0].levelno == logging.INFO
     assert lines[0].name.startswith("conv_frames")
     assert "filled presence of 12 users" in lines[0].message
-    assert "(12 requests, 0 retries" in lines[0].message
+    assert "(12 requests, at most " in lines[0].message
+    assert lines[0].message.endswith(" in flight, 0 retries)")
 
 
 # -- the adaptive limit -------------------------------------------------------------

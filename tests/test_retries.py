@@ -25,7 +25,14 @@ from scripted import (
 
 import conv_frames
 from conv_frames import APIError, RequestTimeout, SchemaError, TransportError
-from conv_frames._transport import parse_retry_after
+from conv_frames._config import Credentials
+from conv_frames._transport import (
+    LoadStats,
+    RetryEvent,
+    RetryPolicy,
+    Transport,
+    parse_retry_after,
+)
 
 GATEWAY_PAGE = (
     "<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n"
@@ -344,3 +351,47 @@ def test_each_retry_logs_one_warning_without_secrets(
         f"{server.base_url}{USERS_PATH}?PageSize=2"
     ]
     assert AUTH_TOKEN not in caplog.text
+
+
+def test_the_retry_hook_hears_why_and_how_long(
+    sleeps: SleepRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    unavailable = Step(503, json=twilio_error(503, 20503, "Service is unavailable"))
+    steps = [unavailable, too_many("90"), Step(json=ONE_USER)]
+    events: list[RetryEvent] = []
+    policy = RetryPolicy(max_attempts=3, max_retry_wait=5.0, backoff_jitter=0.0)
+    with ScriptedServer(steps) as server:
+        transport = Transport(
+            Credentials(ACCOUNT_SID, ACCOUNT_SID, AUTH_TOKEN),
+            timeout=2.0,
+            retry=policy,
+            sleep=sleeps,
+            on_retry=events.append,
+        )
+        url = f"{server.base_url}{USERS_PATH}?PageSize=2"
+        with caplog.at_level("DEBUG", logger="conv_frames"):
+            page = transport.get_json(url, LoadStats())
+        transport.close()
+
+    assert page["users"] == ONE_USER["users"]
+    assert events == [
+        RetryEvent(url, "HTTP 503", 503, attempt=1, max_attempts=3, wait=0.5),
+        RetryEvent(url, "HTTP 429", 429, attempt=2, max_attempts=3, wait=5.0),
+    ]
+    assert [event.pushback for event in events] == [False, True]
+    assert sleeps.waits == [0.5, 5.0]  # what the hook was told is what was slept
+    assert [r for r in caplog.records if r.levelno >= 30] == []  # the hook reports
+
+
+def test_by_default_each_retry_logs_one_warning_with_the_wait_slept(
+    sleeps: SleepRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    with ScriptedServer([too_many("90"), Step(json=ONE_USER)]) as server:
+        with caplog.at_level("WARNING", logger="conv_frames"):
+            load(server, sleeps, max_retry_wait=5)
+
+    assert sleeps.waits == [5.0]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"retrying after HTTP 429 (attempt 1 of 3, waiting 5.00 s): "
+        f"{server.base_url}{USERS_PATH}?PageSize=2"
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import threading
 from collections.abc import Sequence
 from types import TracebackType
@@ -305,9 +306,19 @@ def _check_settings(
         )
     if page_size_cap < 1:
         raise ValueError(f"page_size_cap must be 1 or more, got {page_size_cap}")
-    if latency < 0:
-        raise ValueError(f"latency must be zero or more, got {latency}")
-    if rate_limit is not None and rate_limit <= 0:
-        raise ValueError(f"rate_limit must be positive, got {rate_limit}")
-    if max_concurrency is not None and max_concurrency < 1:
-        raise ValueError(f"max_concurrency must be 1 or more, got {max_concurrency}")
+    if not (math.isfinite(latency) and latency >= 0):
+        raise ValueError(f"latency must be zero or more seconds, got {latency}")
+    if rate_limit is not None and not (math.isfinite(rate_limit) and rate_limit > 0):
+        raise ValueError(
+            f"rate_limit must be a positive number of requests a second, "
+            f"got {rate_limit}"
+        )
+    if max_concurrency is not None and (
+        isinstance(max_concurrency, bool)
+        or not isinstance(max_concurrency, int)
+        or max_concurrency < 1
+    ):
+        raise ValueError(
+            f"max_concurrency must be a whole number of requests, 1 or more, "
+            f"got {max_concurrency}"
+        )

@@ -209,6 +209,10 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
     """A threaded HTTP server that can drop its open connections on stop."""
 
     daemon_threads = True
+    # The presence pool opens a connection per worker at once; socketserver's
+    # backlog of 5 drops the rest of such a burst, and each dropped client
+    # waits a second for its SYN to be sent again.
+    request_queue_size = 128
     runtime: Runtime
 
     def __init__(self, address: tuple[str, int]) -> None:
