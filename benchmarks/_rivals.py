@@ -32,12 +32,11 @@ from twilio.http.response import Response  # type: ignore[import-untyped]
 from twilio.rest import Client as TwilioClient  # type: ignore[import-untyped]
 
 import conv_frames
-from conv_frames._client import BATCH_ROWS
 from conv_frames._frame import (
     BatchCollector,
-    PageTyper,
     UserBatch,
     batches_to_frame,
+    normalize_records,
 )
 from conv_frames._schema import (
     BOOLEAN_COLUMNS,
@@ -152,19 +151,15 @@ def decode_pages(bodies: list[bytes]) -> list[Any]:
 
 
 def normalize_pages(bodies: list[bytes]) -> list[UserBatch]:
-    """The loader's work on bytes: decode each page, then type them in batches."""
-    typer = PageTyper(batch_rows=BATCH_ROWS)
-    batches: list[UserBatch] = []
-    for body in bodies:
-        batches += typer.add(orjson.loads(body)["users"], body)
-    return batches + typer.flush()
+    """The loader's per-page work on bytes: decode, then normalize to Arrow."""
+    return [normalize_records(orjson.loads(body)["users"]) for body in bodies]
 
 
 def frame_from_pages(bodies: list[bytes]) -> pd.DataFrame:
     """The same, and on to the DataFrame, keeping batches as the loader does."""
     collector = BatchCollector()
-    for batch in normalize_pages(bodies):
-        collector.append(batch)
+    for body in bodies:
+        collector.append(normalize_records(orjson.loads(body)["users"]))
     return batches_to_frame(collector.batches())
 
 

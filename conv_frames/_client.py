@@ -27,13 +27,13 @@ from ._errors import ConfigurationError
 from ._frame import (
     BatchCollector,
     InvalidAttributes,
-    PageTyper,
     UserBatch,
     batches_to_frame,
     check_dtype_backend,
     check_invalid_attributes,
     concat_batches,
     count_duplicate_sids,
+    normalize_records,
 )
 from ._pages import Page, iter_pages
 from ._parquet import ParquetSink, write_table
@@ -62,18 +62,6 @@ _MAX_TIMEOUT = 86_400.0
 _SID_CHUNKS_PER_BLOCK = 128
 #: Pages between returns of Arrow's unused memory to the system (#4).
 _RELEASE_EVERY_PAGES = 64
-#: Pages the walk may fetch ahead of the last one taken: enough for pages to
-#: be typed in batches on a fast link, few enough that a bad page stops the
-#: walk soon after it. A bad page is typed at the latest once BATCH_ROWS users
-#: are in hand, so at most that many pages and PAGES_AHEAD more are fetched
-#: past it (#4).
-PAGES_AHEAD = 32
-#: Users typed together at most (see PageTyper).
-BATCH_ROWS = 1024
-#: How long the pages in hand wait for the next one before they are typed
-#: without it: long enough to gather a batch on a fast link, too short to
-#: matter on a slow one.
-_LINGER_SECONDS = 0.02
 
 
 class Client:
@@ -327,37 +315,19 @@ class Client:
                 sink = stack.enter_context(
                     ParquetSink(parquet_path, row_group_rows=row_group_rows)
                 )
-            released_at = 0
-
-            def take(batch: UserBatch) -> None:
-                nonlocal released_at
+            # The next page is on the wire while this one is typed and written.
+            for page in prefetch(pages, stop=tally.stats.cancelled):
+                batch = normalize_records(page, invalid_attributes=invalid_attributes)
                 tally.add(batch)
                 if sink is not None:
                     sink.write(batch.table)
                 if keep is not None:
                     keep(batch)
-                if tally.pages - released_at >= _RELEASE_EVERY_PAGES:
+                report.update(tally.rows, **tally.counts())
+                if tally.pages % _RELEASE_EVERY_PAGES == 0:
                     # Arrow's pool keeps what pages and row groups freed for
                     # reuse; handing it back keeps a long load's RSS flat (#4).
                     pa.default_memory_pool().release_unused()
-                    released_at = tally.pages
-
-            # The next page is on the wire while the last ones are typed and
-            # written; pages that come in meanwhile are typed together.
-            typer = PageTyper(invalid_attributes, batch_rows=BATCH_ROWS)
-            with prefetch(
-                pages, ahead=PAGES_AHEAD, stop=tally.stats.cancelled
-            ) as fetched:
-                for page in fetched:
-                    tally.receive(page)
-                    report.update(tally.received_rows, **tally.counts())
-                    for batch in typer.add(page, page.body):
-                        take(batch)
-                    if not fetched.wait(_LINGER_SECONDS):
-                        for batch in typer.flush():  # the link is slow: no wait
-                            take(batch)
-            for batch in typer.flush():  # the pages that came in with the end
-                take(batch)
             attrs = tally.provenance(self.credentials.account_sid, self.base_url)
             if sink is not None:
                 sink.publish(attrs)
@@ -425,8 +395,6 @@ class _Tally:
         self.stats = LoadStats()
         self.rows = 0
         self.pages = 0  # pages typed; stats.pages runs ahead by the prefetched one
-        self.received_rows = 0  # users in the pages in hand, typed or not
-        self.received_pages = 0
         self.invalid_attributes = 0
         # ~38 bytes a user, for duplicate counts: the last pages' SIDs, and
         # blocks of earlier ones merged so that few small buffers are kept.
@@ -437,23 +405,17 @@ class _Tally:
         """The counters a progress report shows."""
         stats = self.stats
         return {
-            "pages": self.received_pages,
+            "pages": self.pages,
             "requests": stats.requests,
             "retries": stats.retries,
         }
 
-    def receive(self, page: Page) -> None:
-        """Count a page that has come in, before it is typed."""
-        self.received_rows += len(page)
-        self.received_pages += 1
-
     def add(self, batch: UserBatch) -> None:
-        """Count a typed batch, and keep its SIDs for the duplicate count."""
         if self.service_sid is None and batch.num_rows:
             # /v1/Users (the default service) names its service in each user.
             self.service_sid = batch.table.column("chat_service_sid")[0].as_py()
         self.rows += batch.num_rows
-        self.pages += batch.pages
+        self.pages += 1
         self.invalid_attributes += batch.invalid_attributes
         self._recent_sids.extend(batch.table.column("sid").chunks)
         if len(self._recent_sids) >= _SID_CHUNKS_PER_BLOCK:

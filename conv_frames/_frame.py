@@ -18,7 +18,6 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pa_json
 
 from ._errors import ConfigurationError, SchemaError
 from ._schema import (
@@ -26,7 +25,6 @@ from ._schema import (
     COLUMNS,
     JSON_TEXT,
     LINKS,
-    LINKS_TYPE,
     USERS_SCHEMA,
     DtypeBackend,
     pandas_dtype,
@@ -35,10 +33,8 @@ from ._schema import (
 __all__ = [
     "BatchCollector",
     "InvalidAttributes",
-    "PageTyper",
     "UserBatch",
     "concat_batches",
-    "normalize_bodies",
     "normalize_records",
     "users_frame",
 ]
@@ -61,23 +57,6 @@ _RECORD_TYPE = pa.struct(
     ]
 )
 
-#: Pages' bodies as Arrow's JSON reader types them, one body a row: the users
-#: as in ``_RECORD_TYPE``. ``links`` and any other field are left to inference,
-#: which shows a field the schema does not know; ``links`` itself is typed from
-#: the decoded records, where each object keeps its own order of keys.
-_BODIES_PARSE = pa_json.ParseOptions(
-    explicit_schema=pa.schema(
-        [
-            pa.field(
-                "users",
-                pa.list_(pa.struct([f for f in _RECORD_TYPE if f.name != LINKS])),
-            )
-        ]
-    ),
-    unexpected_field_behavior="infer",
-)
-_BODIES_FIELDS = frozenset(COLUMNS)
-
 
 @dataclass
 class UserBatch:
@@ -87,13 +66,11 @@ class UserBatch:
         table: The records in ``USERS_SCHEMA``, plus any unknown fields after it.
         attributes: The decoded ``attributes`` value of each row.
         invalid_attributes: Rows whose attributes text was not JSON (lenient mode).
-        pages: How many pages the batch holds.
     """
 
     table: pa.Table
     attributes: list[Any] = field(default_factory=list)
     invalid_attributes: int = 0
-    pages: int = 1
 
     @property
     def num_rows(self) -> int:
@@ -144,48 +121,6 @@ class BatchCollector:
             self._batches.append(UserBatch(table.combine_chunks(), attributes))
 
 
-class PageTyper:
-    """Types a load's pages in batches, so that fast pages cost less each.
-
-    The caller hands each page to :meth:`add` and calls :meth:`flush` whenever
-    it would otherwise wait for the next page: on a slow link every page is
-    typed as soon as it is in, and on a fast one the pages that came in while
-    the last batch was typed are typed together, by :func:`normalize_bodies`.
-    Pages it cannot vouch for are typed one by one by :func:`normalize_records`,
-    which applies every rule and names the bad value. Batches come out in page
-    order; a bad page raises before any batch of its flush is handed on.
-    """
-
-    def __init__(
-        self, invalid_attributes: InvalidAttributes = "raise", *, batch_rows: int = 1024
-    ) -> None:
-        check_invalid_attributes(invalid_attributes)
-        self.invalid_attributes = invalid_attributes
-        self.batch_rows = batch_rows
-        self._pages: list[Sequence[Mapping[str, Any]]] = []
-        self._bodies: list[bytes] = []
-        self._rows = 0
-
-    def add(self, records: Sequence[Mapping[str, Any]], body: bytes) -> list[UserBatch]:
-        """Take one page; type the batch if it has ``batch_rows`` users by now."""
-        self._pages.append(records)
-        self._bodies.append(body)
-        self._rows += len(records)
-        return self.flush() if self._rows >= self.batch_rows else []
-
-    def flush(self) -> list[UserBatch]:
-        """Type every page taken and not yet returned."""
-        pages, bodies = self._pages, self._bodies
-        self._pages, self._bodies, self._rows = [], [], 0
-        if not pages:
-            return []
-        batch = normalize_bodies(pages, bodies)
-        if batch is not None:
-            return [batch]
-        mode = self.invalid_attributes
-        return [normalize_records(page, invalid_attributes=mode) for page in pages]
-
-
 def normalize_records(
     records: Sequence[Mapping[str, Any]],
     *,
@@ -216,63 +151,6 @@ def normalize_records(
     for name in _unknown_fields(records):
         table = table.append_column(name, _loose_column([r.get(name) for r in records]))
     return UserBatch(table, decoded, invalid)
-
-
-def normalize_bodies(
-    pages: Sequence[Sequence[Mapping[str, Any]]], bodies: Sequence[bytes]
-) -> UserBatch | None:
-    """Type several pages at once from the JSON text they were decoded from.
-
-    Arrow's JSON reader parses the text in C++ (outside the interpreter lock,
-    so the next pages keep arriving meanwhile), straight into the schema's
-    columns: this is the fast path of a load (#4). It returns None whenever it
-    cannot vouch that its batch equals :func:`normalize_records` of each page
-    in turn: a field the schema does not know, a value of the wrong type, a
-    date for the lenient parser, attributes that are not JSON, text that does
-    not match the decoded records. The caller then types the pages one by one,
-    which keeps every rule and names every culprit.
-
-    Args:
-        pages: Each page's records, decoded from the matching body.
-        bodies: Each page's JSON text, an object with its records under
-            ``"users"``.
-    """
-    records = [record for page in pages for record in page]
-    if not records or len(pages) != len(bodies) or not _links_are_objects(records):
-        return None
-    # One body per line: a raw line break in JSON text is only ever whitespace.
-    lines = [body.replace(b"\n", b" ").replace(b"\r", b" ") for body in bodies]
-    block = max(1 << 20, max(len(line) for line in lines) + 1)
-    try:
-        read = pa_json.read_json(
-            pa.BufferReader(b"\n".join(lines)),
-            read_options=pa_json.ReadOptions(use_threads=False, block_size=block),
-            parse_options=_BODIES_PARSE,
-        )
-        users = read.column("users").combine_chunks()
-        lengths = pc.list_value_length(users).to_pylist()
-        found = users.flatten()
-        extra = set(found.type.names) - _BODIES_FIELDS
-        if lengths != [len(page) for page in pages] or extra:
-            return None
-        values = dict(zip(found.type.names, found.flatten(), strict=True))
-        arrays = []
-        for column in USERS_SCHEMA:
-            if column.name == LINKS:
-                links = [record.get(LINKS) for record in records]
-                arrays.append(pa.array(links, type=LINKS_TYPE))
-            elif column.type == JSON_TEXT:
-                arrays.append(
-                    pa.ExtensionArray.from_storage(JSON_TEXT, values[column.name])
-                )
-            else:
-                arrays.append(pc.cast(values[column.name], column.type))
-        texts = [record.get(ATTRIBUTES) for record in records]
-        decoded = [None if text is None else orjson.loads(text) for text in texts]
-    except (*_ARROW_ERRORS, KeyError, TypeError, orjson.JSONDecodeError):
-        return None
-    table = pa.Table.from_arrays(arrays, schema=USERS_SCHEMA)
-    return UserBatch(table, decoded, pages=len(pages))
 
 
 def users_frame(

@@ -35,7 +35,6 @@ class Page(list[dict[str, Any]]):
         page_size: ``meta.page_size``, the size the server actually used.
         next_page_url: ``meta.next_page_url``, or None on the last page.
         self_url: ``meta.url``, what the server says this page is, if it said.
-        body: The JSON text the page was decoded from, for a columnar reader.
     """
 
     def __init__(
@@ -47,7 +46,6 @@ class Page(list[dict[str, Any]]):
         page_size: int | None,
         next_page_url: str | None,
         self_url: str | None = None,
-        body: bytes = b"",
     ) -> None:
         super().__init__(records)
         self.number = number
@@ -55,7 +53,6 @@ class Page(list[dict[str, Any]]):
         self.page_size = page_size
         self.next_page_url = next_page_url
         self.self_url = self_url
-        self.body = body
 
     def __repr__(self) -> str:
         return f"<Page {self.number}: {len(self)} records from {self.url}>"
@@ -94,9 +91,9 @@ def iter_pages(
                 f"links a next page ({redact_url(url)}); raise max_pages if the "
                 "service is really that large"
             )
-        value, body = transport.get_document(url, stats)
-        page = _read_page(value, key=key, number=number, url=url)
-        page.body = body
+        page = _read_page(
+            transport.get_json(url, stats), key=key, number=number, url=url
+        )
         if page.self_url is not None:
             # What the server says it served counts too: an earlier page handed
             # back under a new link is caught when that page's link comes again.

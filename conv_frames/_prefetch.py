@@ -1,13 +1,12 @@
-"""Latency hiding: fetch the next pages while the caller works on the last ones.
+"""Latency hiding: fetch the next page while the caller works on this one.
 
-Listing is sequential (each page carries the link to the next), so the one
-overlap there is to have is between fetching and typing: while pages are
-typed and written, the requests for the next ones are already on the wire.
-The producer runs at most ``ahead`` items ahead of the last one the consumer
-took, so a page the consumer rejects stops the walk within that many. A
-consumer faster than the pages never makes the producer wait, so the next
-request goes out as soon as a page is in; :meth:`Prefetched.wait` lets the
-consumer gather what comes in while it works (see ``PageTyper``).
+Listing is sequential (each page carries the link to the next), so the most
+overlap there is to have is one page: while page N is normalized and
+written, the request for page N+1 is already on the wire. The producer starts
+on page N+2 only once the consumer asks for page N+1, that is once it is done
+with page N: a page the consumer rejects stops the walk before anything past
+the next page is requested. A consumer faster than the pages never makes the
+producer wait, so the next request goes out as soon as a page is in.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from typing import TypeVar
 
-__all__ = ["Prefetched", "prefetch"]
+__all__ = ["prefetch"]
 
 T = TypeVar("T")
 
@@ -39,101 +38,45 @@ class _Failed:
 def prefetch(
     items: Iterator[T],
     *,
-    ahead: int = 1,
     stop: threading.Event | None = None,
     name: str = "conv-frames-prefetch",
-) -> Prefetched[T]:
-    """Yield from ``items``, producing the next items in a background thread.
+) -> Iterator[T]:
+    """Yield from ``items``, producing the next item in a background thread.
 
-    Order is kept and nothing is produced twice, and at most ``ahead`` items
-    are produced ahead of the one the consumer holds. The first error the producer
+    Order is kept and nothing is produced twice, and at most one item is
+    produced ahead of the one the consumer holds. The first error the producer
     meets is raised here, after every item produced before it; if the consumer
     stops early (an error of its own, or ``close()``), ``stop`` is set and the
     producer stops after the item it is working on; pass an event the producer
     also watches (``LoadStats.cancelled``) so that its retry waits end at once.
-    The thread is joined on closing, for up to two seconds: a request already
-    on the wire ends within its own timeout, its answer dropped.
+    The thread is joined before this returns, for up to two seconds: a request
+    already on the wire ends within its own timeout, its answer dropped.
     """
-    if not isinstance(ahead, int) or ahead < 1:
-        raise ValueError(f"ahead must be a whole number of items, 1 or more: {ahead!r}")
-    return Prefetched(items, ahead=ahead, stop=stop or threading.Event(), name=name)
-
-
-class Prefetched(Iterator[T]):
-    """The consumer's end of :func:`prefetch`, which can tell if ``next`` would wait."""
-
-    def __init__(
-        self, items: Iterator[T], *, ahead: int, stop: threading.Event, name: str
-    ) -> None:
-        # Two C-level queues: items one way, permits to produce the other. The
-        # permits bound the items waiting to ahead + 1; Queue and Semaphore,
-        # built on Python-level conditions, cost more than a page is worth on a
-        # fast link.
-        self._handoff: queue.SimpleQueue[T | _Done | _Failed] = queue.SimpleQueue()
-        self._asked: queue.SimpleQueue[None] = queue.SimpleQueue()
-        for _ in range(ahead):
-            self._asked.put(None)  # one permit per item; the first ones are free
-        self._stop = stop
-        self._closed = False
-        self._early: T | _Done | _Failed | None = None  # taken by wait()
-        self._worker = threading.Thread(
-            target=_produce,
-            args=(items, self._handoff, self._asked, stop),
-            name=name,
-            daemon=True,
-        )
-        self._worker.start()
-
-    def __iter__(self) -> Prefetched[T]:
-        return self
-
-    def __next__(self) -> T:
-        if self._closed:
-            raise StopIteration
-        self._asked.put(None)  # done with the last item: one more may start
-        item, self._early = self._early, None
-        if item is None:
-            item = self._handoff.get()
-        if isinstance(item, _Failed):
-            self.close()
-            raise item.error
-        if isinstance(item, _Done):
-            self.close()
-            raise StopIteration
-        return item
-
-    def wait(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for the next item (or the end).
-
-        Returns:
-            Whether it has come, so that ``next`` will not wait.
-        """
-        if self._closed or self._early is not None:
-            return True
-        try:
-            self._early = self._handoff.get(timeout=timeout)
-        except queue.Empty:
-            return False
-        return True
-
-    def close(self) -> None:
-        """Stop the producer after its current item; safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stop.set()
+    # Two C-level queues: items one way, permits to produce the other. The
+    # permits bound the items waiting to two; Queue and Semaphore, built on
+    # Python-level conditions, cost more than a page is worth on a fast link.
+    handoff: queue.SimpleQueue[T | _Done | _Failed] = queue.SimpleQueue()
+    asked: queue.SimpleQueue[None] = queue.SimpleQueue()
+    asked.put(None)  # one permit per item; the first is free
+    stop = stop or threading.Event()
+    worker = threading.Thread(
+        target=_produce, args=(items, handoff, asked, stop), name=name, daemon=True
+    )
+    worker.start()
+    try:
+        while True:
+            asked.put(None)  # done with the last item: the next but one may start
+            item = handoff.get()
+            if isinstance(item, _Failed):
+                raise item.error
+            if isinstance(item, _Done):
+                return
+            yield item
+    finally:
+        stop.set()
         # A request already on the wire ends within its timeout; past a short
         # wait the daemon thread is left to finish it and drop the answer.
-        self._worker.join(timeout=_JOIN_SECONDS)
-
-    def __enter__(self) -> Prefetched[T]:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self.close()
+        worker.join(timeout=_JOIN_SECONDS)
 
 
 def _produce(

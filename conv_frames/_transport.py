@@ -238,15 +238,7 @@ class Transport:
     def get_json(self, url: str, stats: LoadStats) -> Any:
         """GET ``url`` and decode its JSON body, retrying transient faults.
 
-        Requests and retries are counted in ``stats``. See :meth:`get_document`.
-        """
-        return self.get_document(url, stats)[0]
-
-    def get_document(self, url: str, stats: LoadStats) -> tuple[Any, bytes]:
-        """GET ``url``: its decoded JSON body and the bytes it was decoded from.
-
-        Transient faults are retried; requests and retries are counted in
-        ``stats``. The bytes let a caller hand the text to a columnar reader.
+        Requests and retries are counted in ``stats``.
 
         Raises:
             APIError: An error status, after retries when it was transient.
@@ -282,7 +274,7 @@ class Transport:
 
         return sleep
 
-    def _get_once(self, url: str, stats: LoadStats) -> tuple[Any, bytes]:
+    def _get_once(self, url: str, stats: LoadStats) -> Any:
         if stats.abandoned():
             raise TransportError("load abandoned", url=redact_url(url), transient=False)
         stats.requests += 1
@@ -294,7 +286,7 @@ class Transport:
 
         if answer.status != 200:
             raise _status_error(answer, shown)
-        return _decode_body(answer, shown), answer.body
+        return _decode_body(answer, shown)
 
     def _get_with_session(self, url: str, shown: str) -> _Answer:
         try:

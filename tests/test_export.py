@@ -163,15 +163,9 @@ def test_a_failure_on_page_3_keeps_the_earlier_file_byte_identical(
 
 
 def test_the_overlapped_fetch_stops_at_the_first_error_without_more_requests(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    """A bad record on page 2 stops the load; page 3 may be fetched, never page 4.
-
-    Pages typed one at a time with one fetched ahead, as on a slow link; how
-    far a fast link runs ahead is tested in test_speed_paths.
-    """
-    monkeypatch.setattr(conv_frames._client, "PAGES_AHEAD", 1)
-    monkeypatch.setattr(conv_frames._client, "BATCH_ROWS", 1)
+    """A bad record on page 2 stops the load; page 3 may be fetched, never page 4."""
     pages = [*PAGES[:1], [user_record(9, is_online="yes")], *PAGES[1:]]
     with ScriptedServer(chain(pages)) as server:
         with pytest.raises(conv_frames.SchemaError, match=r"'is_online' of user US0+9"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -87,42 +86,3 @@ def test_an_error_in_the_consumer_stops_the_producer_and_closes_its_source() -> 
         consume()
 
     assert closed.is_set()
-
-
-@pytest.mark.parametrize("ahead", [1, 3])
-def test_the_producer_runs_at_most_ahead_items_past_the_last_one_taken(
-    ahead: int,
-) -> None:
-    produced: list[int] = []
-    stream = prefetch(numbers(50, log=produced), ahead=ahead)
-
-    assert next(stream) == 0
-    assert stream.wait(timeout=5)  # item 1 has come
-    threading.Event().wait(0.05)  # room to run further ahead, if it could
-    assert len(produced) == 1 + ahead
-    assert list(stream) == list(range(1, 50))
-    assert produced == list(range(50))
-
-
-def test_wait_says_whether_the_next_item_has_come() -> None:
-    release = threading.Event()
-
-    def slow() -> Iterator[int]:
-        yield 0
-        release.wait(5)
-        yield 1
-
-    stream = prefetch(slow())
-    assert next(stream) == 0
-    assert not stream.wait(timeout=0.01)
-    release.set()
-    assert stream.wait(timeout=5)
-    assert next(stream) == 1
-    assert stream.wait(timeout=5)  # the end comes too
-    assert list(stream) == []
-
-
-@pytest.mark.parametrize("ahead", [0, -1, 1.5])
-def test_ahead_must_be_a_whole_number_of_items(ahead: Any) -> None:
-    with pytest.raises(ValueError, match="ahead must be a whole number"):
-        prefetch(iter([]), ahead=ahead)
