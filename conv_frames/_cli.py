@@ -266,8 +266,13 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _existing(path: str) -> Path:
+    if Path(path).is_dir():
+        raise ConfigurationError(
+            f"{path!r} is a folder, not a Parquet file; to compare snapshots of a "
+            "dataset there, pass it as --dataset"
+        )
     if not Path(path).is_file():
-        raise ConfigurationError(f"{path!r} is not a file")
+        raise ConfigurationError(f"{path!r} does not exist; pass two Parquet files")
     return Path(path)
 
 
@@ -462,7 +467,7 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     export.add_argument(
         "--default-service",
         action="store_true",
-        help="the account's default service (/v1/Users)",
+        help="the account's default service (named by /v1/Configuration)",
     )
     export.add_argument(
         "--keep", type=int, metavar="N", help="keep the newest N snapshots per service"

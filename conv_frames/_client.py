@@ -23,7 +23,7 @@ from ._config import (
     resolve_base_url,
     resolve_credentials,
 )
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, SchemaError
 from ._frame import (
     BatchCollector,
     InvalidAttributes,
@@ -354,6 +354,38 @@ class Client:
             self._transport, url, key="services", stats=LoadStats(), max_pages=max_pages
         )
         return [record for page in pages for record in page]
+
+    def default_service_sid(self) -> str:
+        """Ask ``GET /v1/Configuration`` for the account's default service SID.
+
+        That is the service whose users ``GET /v1/Users`` lists; the answer
+        does not depend on the service having users.
+
+        Raises:
+            ConfigurationError: The account has no default service.
+            SchemaError: The answer names no service SID.
+        """
+        body = self._transport.get_json(
+            f"{self.base_url}/v1/Configuration", LoadStats()
+        )
+        if not isinstance(body, dict) or "default_chat_service_sid" not in body:
+            raise SchemaError(
+                "GET /v1/Configuration answered without a default_chat_service_sid"
+            )
+        sid = body["default_chat_service_sid"]
+        if sid is None:
+            raise ConfigurationError(
+                "the account has no default Conversations service (GET "
+                "/v1/Configuration: default_chat_service_sid is null); export "
+                "services by their SID (--service)"
+            )
+        try:
+            return check_service_sid(sid)
+        except ConfigurationError:
+            raise SchemaError(
+                f"GET /v1/Configuration gave a default_chat_service_sid of {sid!r}, "
+                "which is not a service SID"
+            ) from None
 
     def _users_url(self, service_sid: str | None, page_size: int) -> str:
         if service_sid is not None:

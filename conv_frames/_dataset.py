@@ -3,8 +3,8 @@
 A dataset root, local or an fsspec URL such as ``s3://bucket/users``, holds::
 
     ROOT/
-      .conv-frames.lock                     local roots: held for a whole run
-      .staging/                             local roots: snapshots being written
+      .conv-frames.lock                     held for a whole run (see below)
+      .staging/                             files being written, hidden from globs
       service_sid=IS.../
         snapshot=2026-12-04T020000Z/
           part-0.parquet                    the users, in USERS_SCHEMA
@@ -12,17 +12,22 @@ A dataset root, local or an fsspec URL such as ``s3://bucket/users``, holds::
 
 A snapshot is published whole or not at all. On a local disk it is written
 in a hidden staging folder, its manifest last, and the folder is renamed into
-place in one step. Object stores have no rename, so the data files are
-uploaded first and the manifest last: a snapshot without a manifest is
-incomplete, every reader here ignores it, and the next run removes it.
-Readers that glob the files themselves should match
-``service_sid=*/snapshot=*/*.parquet`` (which skips ``.staging``) and, on an
-object store, keep only the snapshots that have a manifest (see the README).
+place in one step. Object stores have no rename: the data file is written in
+a local folder (under the user's cache folder, see :func:`sweep_cached_staging`),
+uploaded under ``.staging/``, copied into place on the server, and the
+manifest written last. A reader's glob can therefore see a data file without
+its manifest only for the time of one server-side copy; a snapshot without a
+manifest is incomplete, every reader here ignores it, and the next run
+removes it along with anything left in ``.staging/``. Readers that glob the
+files themselves should match ``service_sid=*/snapshot=*/*.parquet`` (which
+skips ``.staging``) and, on an object store, keep only the snapshots that
+have a manifest (see the README).
 
-Runs on one root never interleave: a run holds an OS-level file lock, which
-the OS releases when a crashed run's process ends. For object-store roots the
-lock file lives in the user's cache folder, so it serializes the runs of one
-machine only.
+Runs on one root never interleave. On a local disk a run holds an OS-level
+lock on ``.conv-frames.lock``, which the OS releases when a crashed run's
+process ends. On an object store ``.conv-frames.lock`` is a lease object that
+runs on any host take turns on (see :mod:`conv_frames._lease`); a crashed
+run's lease lapses after ``LEASE_SECONDS`` (two minutes).
 """
 
 from __future__ import annotations
@@ -33,10 +38,10 @@ import logging
 import os
 import re
 import shutil
-import tempfile
+import time
 import uuid
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,6 +62,7 @@ from ._errors import (
     ExportError,
     SnapshotError,
 )
+from ._lease import Lease, S3Object
 
 __all__ = [
     "MANIFEST_NAME",
@@ -68,6 +74,7 @@ __all__ = [
     "dump_manifest",
     "is_snapshot_key",
     "next_snapshot_key",
+    "sweep_cached_staging",
 ]
 
 logger = logging.getLogger(__name__)
@@ -81,6 +88,8 @@ MANIFEST_NAME = "_manifest.json"
 PART_NAME = "part-0.parquet"
 LOCK_NAME = ".conv-frames.lock"
 STAGING_NAME = ".staging"
+#: The folder of the user's cache where snapshots for object stores are staged.
+STAGING_FOLDER = "staging"
 MANIFEST_FORMAT = "conv_frames.snapshot"
 
 #: Snapshot keys are UTC times to the second, without colons (which Hadoop
@@ -101,7 +110,7 @@ class Dataset:
         fs: The fsspec filesystem.
         path: The root in the filesystem's terms, without a trailing slash.
         local: Whether it is a local disk (publish by rename) or an object
-            store (publish by upload, manifest last).
+            store (publish by upload and server-side copy, manifest last).
     """
 
     def __init__(self, url: str, fs: Any, path: str) -> None:
@@ -109,6 +118,7 @@ class Dataset:
         self.fs = fs
         self.path = path.rstrip("/")
         self.local = isinstance(fs, LocalFileSystem)
+        self._lease: Lease | None = None  # held on an object store, during a run
 
     @classmethod
     def open(
@@ -118,11 +128,19 @@ class Dataset:
         *,
         create: bool = False,
     ) -> Dataset:
-        """Resolve ``root`` to its filesystem; with ``create``, make a local root.
+        """Resolve ``root`` to its filesystem and check that it can be a dataset.
+
+        Args:
+            root: A folder or an fsspec URL.
+            storage_options: Options of the fsspec filesystem.
+            create: Open to write: a local root is created if its parent
+                folder exists. Otherwise the root must exist, to be read.
 
         Raises:
             ConfigurationError: An unknown protocol, a missing fsspec backend,
-                or (with ``create``) a local root whose parent is missing.
+                a root that is a file, or (with ``create``) a local root whose
+                parent is missing.
+            SnapshotError: Without ``create``, nothing is at the root.
         """
         url = os.fspath(root)
         if not isinstance(url, str) or not url.strip():
@@ -140,19 +158,46 @@ class Dataset:
         except ValueError as error:
             raise ConfigurationError(f"cannot open {url!r}: {error}") from error
         dataset = cls(url, fs, path)
-        if create and dataset.local:
-            dataset._create_local_root()
+        if create:
+            dataset._check_root_to_write()
+        else:
+            dataset._check_root_to_read()
         return dataset
 
-    def _create_local_root(self) -> None:
-        folder = Path(self.path)
-        if not folder.parent.is_dir():
-            raise ConfigurationError(
-                f"the folder above the dataset root {self.path!r} does not exist; "
-                "create it first"
-            )
-        with export_errors(self.path):
+    def _check_root_to_write(self) -> None:
+        with export_errors(self.show(self.path)):
+            self._refuse_a_file(self.path)
+            if not self.local:
+                return  # prefixes need no creating; the lock finds a missing bucket
+            folder = Path(self.path)
+            self._refuse_a_file(str(folder.parent))
+            if not folder.parent.is_dir():
+                raise ConfigurationError(
+                    f"the folder above the dataset root {self.path!r} does not "
+                    "exist; create it first"
+                )
             folder.mkdir(exist_ok=True)
+
+    def _check_root_to_read(self) -> None:
+        shown = self.show(self.path)
+        try:
+            self._refuse_a_file(self.path)
+            found = bool(self.fs.isdir(self.path))
+        except OSError as error:
+            raise SnapshotError(f"cannot read {shown}: {error}") from error
+        if not found:
+            raise SnapshotError(
+                f"no dataset at {shown}: nothing is there. Check the path (and the "
+                "storage options of an object store), or export to it first "
+                f"(conv-frames export --dataset {shown} ...)"
+            )
+
+    def _refuse_a_file(self, path: str) -> None:
+        if self.fs.isfile(path):
+            raise ConfigurationError(
+                f"{self.show(path)} is a file, not a folder; pass a folder for the "
+                "dataset"
+            )
 
     def join(self, *parts: str) -> str:
         """A path under the root."""
@@ -171,17 +216,43 @@ class Dataset:
         return path if self.local else str(self.fs.unstrip_protocol(path))
 
     @contextlib.contextmanager
-    def lock(self, timeout: float | None) -> Iterator[None]:
-        """Hold the dataset's lock; released by the OS if the process dies.
+    def lock(
+        self, timeout: float | None, *, sleep: Callable[[float], None] = time.sleep
+    ) -> Iterator[None]:
+        """Hold the dataset's lock for a run.
+
+        A local root is locked by the OS, which releases the lock when the
+        process ends however it ends. An object-store root is locked by a
+        lease object that the runs of every host honour; a crashed run's
+        lease lapses (see :mod:`conv_frames._lease`).
 
         Args:
             timeout: Seconds to wait for another run; 0 tries once, None
                 waits as long as it takes.
+            sleep: The wait between looks at another run's lease (tests
+                record it); a local lock waits in the OS.
 
         Raises:
             DatasetLockedError: Another run held it for ``timeout`` seconds.
+            ConfigurationError: An object store that cannot be locked, or a
+                bucket that does not exist.
+            ExportError: The lock could not be written.
         """
-        path = self._lock_path()
+        if self.local:
+            with self._file_lock(timeout):
+                yield
+            return
+        lease = self._acquire_lease(timeout, sleep)
+        self._lease = lease
+        try:
+            yield
+        finally:
+            self._lease = None
+            lease.release()
+
+    @contextlib.contextmanager
+    def _file_lock(self, timeout: float | None) -> Iterator[None]:
+        path = self.join(LOCK_NAME)
         lock = filelock.FileLock(
             path,
             thread_local=False,
@@ -203,32 +274,52 @@ class Dataset:
         finally:
             lock.release()
 
-    def _lock_path(self) -> str:
-        if self.local:
-            return self.join(LOCK_NAME)
-        folder = _cache_folder() / "locks"
-        with export_errors(str(folder)):
-            folder.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256(self.show(self.path).encode()).hexdigest()[:24]
-        return str(folder / f"{digest}.lock")
+    def _acquire_lease(
+        self, timeout: float | None, sleep: Callable[[float], None]
+    ) -> Lease:
+        shown = self.show(self.path)
+        store = S3Object(self.fs, self.join(LOCK_NAME), shown)
+        try:
+            return Lease.acquire(store, shown, timeout, sleep=sleep)
+        except FileNotFoundError as error:
+            raise ConfigurationError(
+                f"cannot lock {shown}: {error}; check the bucket's name, or create "
+                "the bucket first"
+            ) from error
+        except OSError as error:
+            raise ExportError(
+                f"could not lock {shown}: {error}; nothing was exported"
+            ) from error
+
+    def renew_lock(self) -> None:
+        """Make sure the run still holds the lock, just before a commit.
+
+        Raises:
+            DatasetLockedError: An object-store lease was taken over.
+        """
+        if self._lease is not None:
+            self._lease.renew()
 
     @contextlib.contextmanager
     def staging(self, label: str) -> Iterator[Path]:
         """Yield an empty local folder to write a snapshot in; remove it after.
 
         On a local root it is in ``.staging``, so that it can be renamed into
-        place; for an object store it is a temporary folder to upload from.
+        place. For an object store it is under the user's cache folder, with
+        an OS lock held beside it for the run, so that the next run can tell
+        the folders of a killed run and remove them (:func:`sweep_cached_staging`).
         """
+        if not self.local:
+            with _cached_staging(self.show(self.path), label) as folder:
+                yield folder
+            return
         with export_errors(self.show(self.join(STAGING_NAME))):
-            if self.local:
-                base = Path(self.join(STAGING_NAME))
-                base.mkdir(exist_ok=True)
-                # mkdir, not mkdtemp: the folder becomes the snapshot, so it
-                # needs the usual permissions rather than owner-only ones.
-                folder = base / f"{label}-{uuid.uuid4().hex[:12]}"
-                folder.mkdir()
-            else:
-                folder = Path(tempfile.mkdtemp(prefix="conv-frames-"))
+            base = Path(self.join(STAGING_NAME))
+            base.mkdir(exist_ok=True)
+            # mkdir, not mkdtemp: the folder becomes the snapshot, so it
+            # needs the usual permissions rather than owner-only ones.
+            folder = base / f"{label}-{uuid.uuid4().hex[:12]}"
+            folder.mkdir()
         try:
             yield folder
         finally:
@@ -245,13 +336,14 @@ class Dataset:
         Raises:
             ExportError: It could not be written, or the key is taken; no
                 part of it is visible.
+            DatasetLockedError: The run lost its lock; nothing is visible.
         """
         final = self.snapshot_dir(service_sid, key)
         with export_errors(self.show(final)):
             if self.local:
                 self._publish_by_rename(staging, final, manifest)
             else:
-                self._publish_by_upload(staging, final, manifest)
+                self._publish_by_copy(staging, final, manifest)
         return self.show(final)
 
     def _publish_by_rename(self, staging: Path, final: str, manifest: bytes) -> None:
@@ -264,24 +356,42 @@ class Dataset:
         os.rename(staging, target)  # one atomic step within a filesystem
         _fsync_folder(target.parent)
 
-    def _publish_by_upload(self, staging: Path, final: str, manifest: bytes) -> None:
+    def _publish_by_copy(self, staging: Path, final: str, manifest: bytes) -> None:
+        """Upload under ``.staging/``, copy into place, then write the manifest.
+
+        Globs skip ``.staging/``, so a data file shows in the layout only for
+        the time of a server-side copy before its manifest follows.
+        """
         if self.fs.exists(f"{final}/{MANIFEST_NAME}"):
             raise FileExistsError(17, _EXISTS)
-        uploaded: list[str] = []
+        staged = self.join(STAGING_NAME, staging.name)
+        placed: list[str] = []
         try:
-            for local in sorted(staging.glob("*.parquet")):
-                remote = f"{final}/{local.name}"
-                uploaded.append(remote)
-                self.fs.put_file(str(local), remote)
-                if int(self.fs.info(remote)["size"]) != local.stat().st_size:
-                    raise OSError(f"{remote} did not arrive whole")
-            self.fs.pipe_file(f"{final}/{MANIFEST_NAME}", manifest)
+            for name in self._upload(staging, staged):
+                placed.append(f"{final}/{name}")
+                self.fs.copy(f"{staged}/{name}", placed[-1])
+            self.renew_lock()
+            self.fs.pipe_file(f"{final}/{MANIFEST_NAME}", manifest, mode="create")
         except BaseException:
             # Without a manifest the files are invisible to our readers;
             # remove them now rather than leave them to the next run's sweep.
             with contextlib.suppress(Exception):
-                self.fs.rm(uploaded)
+                self.fs.rm(placed)
             raise
+        finally:
+            with contextlib.suppress(Exception):
+                self.fs.rm(staged, recursive=True)
+
+    def _upload(self, staging: Path, staged: str) -> list[str]:
+        """Upload the staged data files; return their names."""
+        names = []
+        for local in sorted(staging.glob("*.parquet")):
+            remote = f"{staged}/{local.name}"
+            self.fs.put_file(str(local), remote)
+            if int(self.fs.info(remote)["size"]) != local.stat().st_size:
+                raise OSError(f"{self.show(remote)} did not arrive whole")
+            names.append(local.name)
+        return names
 
     def remove(self, service_sid: str, key: str) -> None:
         """Delete a snapshot so that no reader sees part of it."""
@@ -303,11 +413,7 @@ class Dataset:
         Returns:
             The listing without the removed snapshots.
         """
-        if self.local:
-            staging = Path(self.join(STAGING_NAME))
-            for leftover in sorted(staging.glob("*")) if staging.is_dir() else []:
-                logger.info("removing %s, left by an earlier run", leftover)
-                shutil.rmtree(leftover, ignore_errors=True)
+        self._sweep_staging(listing)
         # A local snapshot is renamed into place with its manifest, so one without
         # (copied in by hand, or by rsync) is unfinished there too; under the lock
         # no run of ours is writing it. Readers' globs would trip on its files.
@@ -322,6 +428,24 @@ class Dataset:
                 self.fs.rm(folder, recursive=True)
             del listing.files[(service_sid, key)]
         return listing
+
+    def _sweep_staging(self, listing: Listing) -> None:
+        if self.local:
+            staging = Path(self.join(STAGING_NAME))
+            for leftover in sorted(staging.glob("*")) if staging.is_dir() else []:
+                logger.info("removing %s, left by an earlier run", leftover)
+                shutil.rmtree(leftover, ignore_errors=True)
+            return
+        sweep_cached_staging()  # only runs on object stores stage in the cache
+        if listing.staged:
+            logger.info(
+                "removing %d files under %s, left by an earlier run",
+                len(listing.staged),
+                self.show(self.join(STAGING_NAME)),
+            )
+            with export_errors(self.show(self.join(STAGING_NAME))):
+                self.fs.rm([self.join(name) for name in listing.staged])
+            listing.staged.clear()
 
     def read_manifest(self, service_sid: str, key: str) -> dict[str, Any]:
         """Read and check one snapshot's manifest.
@@ -378,9 +502,11 @@ class Listing:
 
     Attributes:
         files: File names by ``(service_sid, key)``.
+        staged: Files under ``.staging/``, relative to the root.
     """
 
     files: dict[tuple[str, str], set[str]]
+    staged: list[str] = field(default_factory=list)
 
     @classmethod
     def scan(cls, dataset: Dataset) -> Listing:
@@ -391,8 +517,12 @@ class Listing:
         except FileNotFoundError:
             paths = []
         files: dict[tuple[str, str], set[str]] = {}
+        staged = []
         for path in paths:
-            parts = path[len(dataset.path) + 1 :].split("/")
+            relative = path[len(dataset.path) + 1 :]
+            parts = relative.split("/")
+            if parts[0] == STAGING_NAME:
+                staged.append(relative)
             if len(parts) != 3:
                 continue
             service = _SERVICE_DIR.fullmatch(parts[0])
@@ -400,7 +530,7 @@ class Listing:
             if service and snapshot:
                 key = (service.group(1), snapshot.group(1))
                 files.setdefault(key, set()).add(parts[2])
-        return cls(files)
+        return cls(files, staged)
 
     def services(self) -> list[str]:
         """Services with a snapshot folder, published or not, sorted."""
@@ -469,6 +599,62 @@ def export_errors(where: str) -> Iterator[None]:
             f"could not write {where}: {error.strerror or error}; published "
             "snapshots are untouched"
         ) from error
+
+
+def sweep_cached_staging() -> None:
+    """Remove the local staging folders that killed object-store runs left.
+
+    Each run stages a snapshot for an object store in
+    ``~/.cache/conv_frames/staging/<root>/<name>``, and holds an OS lock on
+    ``<name>.lock`` beside it while it runs. The OS releases that lock when
+    the process ends, however it ends: a folder whose lock can be taken
+    belongs to no live run. The folders of runs still going are left alone,
+    whichever root they write to.
+    """
+    base = _cache_folder() / STAGING_FOLDER
+    for guard_path in sorted(base.glob("*/*.lock")):
+        guard = _staging_guard(guard_path)
+        try:
+            guard.acquire(timeout=0)
+        except (filelock.Timeout, OSError):
+            continue  # its run is still going
+        try:
+            folder = guard_path.with_suffix("")
+            if folder.exists():
+                logger.info("removing %s, left by a run that was killed", folder)
+                shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            guard.release()
+            with contextlib.suppress(OSError):
+                guard_path.unlink()
+    for folder in sorted(base.glob("*/*")):
+        if folder.is_dir() and not folder.with_suffix(".lock").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # its lock is gone already
+
+
+@contextlib.contextmanager
+def _cached_staging(root: str, label: str) -> Iterator[Path]:
+    """A local folder to stage a snapshot of ``root`` in, locked while in use."""
+    digest = hashlib.sha256(root.encode()).hexdigest()[:24]
+    folder = _cache_folder() / STAGING_FOLDER / digest / f"{label}-{uuid.uuid4().hex}"
+    guard = _staging_guard(folder.with_suffix(".lock"))
+    with export_errors(str(folder)):
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        guard.acquire(timeout=0)  # a new name: only a sweep could hold it
+        folder.mkdir()
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        guard.release()
+        with contextlib.suppress(OSError):
+            Path(guard.lock_file).unlink()
+
+
+def _staging_guard(path: Path) -> filelock.BaseFileLock:
+    return filelock.FileLock(
+        path, thread_local=False, fallback_to_soft=False, preserve_lock_file=True
+    )
 
 
 def _cache_folder() -> Path:

@@ -1,15 +1,27 @@
 """Change detection: which users were added, removed or changed between two frames.
 
 Users are matched by SID. A user present on both sides has changed when any
-compared field differs, with nulls equal to nulls, decoded ``attributes``
-compared as JSON values (key order aside) and timestamps as instants. Columns
-present on one side only are a schema change: they are reported, not compared.
+compared field's value differs; how a value is written does not count:
+
+- Nulls equal nulls, whatever their spelling (None, NaN, NaT, ``pd.NA``).
+- Timestamps compare as instants: the same moment in UTC and in Europe/Paris,
+  or in microseconds and nanoseconds, is no change. A timestamp without a
+  zone is read as UTC, as the loader reads the API's.
+- Decoded ``attributes`` (and any column of Python objects) compare as JSON
+  values: key order and spacing aside, and numbers by value, since JSON has
+  one number type: ``1`` and ``1.0`` are the same number, whichever a client
+  that rewrote the attributes chose. ``true`` and ``1``, or ``"1"`` and ``1``,
+  still differ. Numeric columns compare alike: ``Int64`` 1 equals ``Float64`` 1.0.
+
+Columns present on one side only are a schema change: they are reported, not
+compared.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +52,10 @@ CHANGE_KINDS = ("added", "removed", "changed")
 DERIVED_COLUMNS = ("url", "links")
 
 _KEY = "sid"
+#: Floats below this hold every integer exactly.
+_EXACT_FLOAT_INTS = 2.0**53
+#: How a float shows in JSON text (strings may match too; that only costs time).
+_FLOAT_TEXT = re.compile(r"\d[.eE]")
 
 
 @dataclass(frozen=True)
@@ -278,7 +294,7 @@ def _column(frame: pd.DataFrame, name: str, index: pd.Index) -> list[Any]:
 def _differs(old: pd.Series, new: pd.Series) -> np.ndarray[Any, np.dtype[np.bool_]]:
     """Whether each pair of values differs; two nulls are equal."""
     old, new = _comparable(old), _comparable(new)
-    if old.dtype != new.dtype:
+    if _kind(old.dtype) != _kind(new.dtype):
         old, new = _as_json(old), _as_json(new)
     both_null = old.isna().to_numpy() & new.isna().to_numpy()
     try:
@@ -296,15 +312,42 @@ def _comparable(series: pd.Series) -> pd.Series:
         if pa.types.is_map(arrow_type):  # (key, value) pairs as Python sees them
             pairs = [None if _is_null(v) else dict(v) for v in series]
             return _as_json(pd.Series(pairs, index=series.index, dtype=object))
+        if pa.types.is_timestamp(arrow_type) and arrow_type.tz is None:
+            return _in_utc(series.astype(np.dtype(f"datetime64[{arrow_type.unit}]")))
         target = pandas_dtype(arrow_type, "numpy_nullable")
         if target is object:
             return _as_json(series)
         # pandas-stubs do not accept the dtype objects pandas_dtype returns.
         converted: pd.Series = series.astype(target)  # type: ignore[call-overload]
-        return converted
+        return _comparable(converted)
     if dtype == np.dtype(object):
         return _as_json(series)
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return _in_utc(series)
     return series
+
+
+def _in_utc(series: pd.Series) -> pd.Series:
+    """Timestamps as UTC instants; those without a zone are taken to be UTC."""
+    if series.dt.tz is None:
+        localized: pd.Series = series.dt.tz_localize("UTC")
+        return localized
+    converted: pd.Series = series.dt.tz_convert("UTC")
+    return converted
+
+
+def _kind(dtype: Any) -> Any:
+    """What values of ``dtype`` compare with: others of the same kind, with ``==``.
+
+    Timestamps (all in UTC by now) compare as instants whatever their unit,
+    and numbers by value whatever their width; booleans are not numbers here,
+    as in JSON. Other dtypes compare only with themselves.
+    """
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "instant"
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+        return "number"
+    return dtype
 
 
 def _as_json(series: pd.Series) -> pd.Series:
@@ -319,9 +362,32 @@ def _canonical(value: Any) -> str | None:
         return None
     if isinstance(value, Mapping):
         value = dict(value)
+    text = _dumps(value)
+    if _FLOAT_TEXT.search(text):  # perhaps a float such as 1.0 or 1e+20
+        text = _dumps(_whole_floats_as_ints(value))
+    return text
+
+
+def _dumps(value: Any) -> str:
     return orjson.dumps(
         value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str
     ).decode()
+
+
+def _whole_floats_as_ints(value: Any) -> Any:
+    """The value with each whole float as an int: JSON's 1.0 and 1 are one number.
+
+    Only floats that hold their integer exactly (below 2**53) are changed.
+    """
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < _EXACT_FLOAT_INTS:
+            return int(value)
+        return value
+    if isinstance(value, Mapping):
+        return {key: _whole_floats_as_ints(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_whole_floats_as_ints(item) for item in value]
+    return value
 
 
 def _is_null(value: Any) -> bool:

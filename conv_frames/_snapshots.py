@@ -2,10 +2,11 @@
 
 :func:`export_snapshots` is what ``conv-frames export --dataset`` runs: under
 the dataset's lock it picks the run's snapshot key, resolves the selected
-services (named, listed by ``/v1/Services``, the default one behind
-``/v1/Users``), streams each to Parquet in a staging folder, and publishes
-it with a manifest (see :mod:`conv_frames._dataset` for the layout). One
-service's failure is reported in its entry and leaves the others alone.
+services (named, listed by ``/v1/Services``, the default one that
+``/v1/Configuration`` names and ``/v1/Users`` lists), streams each to Parquet
+in a staging folder, and publishes it with a manifest (see
+:mod:`conv_frames._dataset` for the layout). One service's failure is
+reported in its entry and leaves the others alone.
 :func:`read_snapshot` and :func:`list_snapshots` read published snapshots.
 """
 
@@ -65,6 +66,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_SERVICE_SOURCE = "/v1/Users"
+#: Names the account's default service, whether or not it has users.
+CONFIGURATION_SOURCE = "/v1/Configuration"
 
 
 @dataclass(frozen=True)
@@ -157,14 +160,18 @@ def export_snapshots(
             A local root is created if its parent folder exists.
         service_sids: Services to export (``IS...``), in order.
         all_services: Also export every service ``GET /v1/Services`` lists.
-        default_service: Also export the account's default service, read
-            from ``GET /v1/Users`` (just once if selected otherwise too).
+        default_service: Also export the account's default service, named
+            by ``GET /v1/Configuration`` and read from ``GET /v1/Users``
+            (just once if selected otherwise too; an empty one is an empty
+            snapshot).
         keep: Then keep only this many newest snapshots of each service
             that was published.
         max_workers: Services exported at once; each has one request in
             flight, and all count against the account's rate limit.
         lock_timeout: Seconds to wait for another run on ``root`` to end;
-            ``0`` gives up at once, ``None`` waits as long as it takes.
+            ``0`` gives up at once, ``None`` waits as long as it takes. On
+            an object store the wait is a look at the other run's lease
+            every second, with the ``sleep`` of ``client_options`` if given.
         page_size, max_pages, invalid_attributes: See :func:`load_users`.
         storage_options: Options of the fsspec filesystem (``endpoint_url``,
             credentials...); by default s3fs reads the usual AWS settings.
@@ -188,7 +195,8 @@ def export_snapshots(
     _check_settings(keep, max_workers, lock_timeout, page_size, invalid_attributes)
     with Client(**client_options) as client:  # credentials are checked first
         dataset = Dataset.open(root, storage_options, create=True)
-        with dataset.lock(lock_timeout):
+        sleep = client_options.get("sleep", time.sleep)
+        with dataset.lock(lock_timeout, sleep=sleep):
             listing = dataset.sweep(Listing.scan(dataset))
             key = next_snapshot_key(listing, datetime.now(UTC))
             plan = _plan(client, selected, all_services, default_service, key)
@@ -251,6 +259,9 @@ def read_snapshot(
             f"{dataset.show(dataset.snapshot_dir(sid, key))}/{entry['path']} is not "
             f"a users export: {error}"
         ) from error
+    # The partition names the service even when the load could not (an empty
+    # default service, read through /v1/Users, has no user to name it).
+    frame.attrs["service_sid"] = sid
     frame.attrs["snapshot"] = key
     return frame
 
@@ -414,9 +425,9 @@ def _plan(
 
     if default_service:
         try:
-            sid = _default_service_sid(client)
+            sid = client.default_service_sid()
         except ConvFramesError as error:
-            plan.append(ServiceSnapshot(None, DEFAULT_SERVICE_SOURCE, key, error=error))
+            plan.append(ServiceSnapshot(None, CONFIGURATION_SOURCE, key, error=error))
         else:
             if sid in chosen:
                 logger.info("the default service %s is selected already", sid)
@@ -438,23 +449,6 @@ def _listed_services(client: Client) -> list[str]:
                 f"GET /v1/Services listed a service whose sid is {sid!r}"
             ) from None
     return list(dict.fromkeys(sids))
-
-
-def _default_service_sid(client: Client) -> str:
-    """Learn the default service's SID from the first user ``/v1/Users`` lists."""
-    first = next(iter(client.iter_user_pages(None, page_size=1)), None)
-    if not first:
-        raise ConfigurationError(
-            "the account's default service has no users, so GET /v1/Users does "
-            "not say which service it is; export it by its SID (--service)"
-        )
-    sid = first[0].get("chat_service_sid")
-    try:
-        return check_service_sid(sid)
-    except ConfigurationError:
-        raise SchemaError(
-            f"GET /v1/Users listed a user whose chat_service_sid is {sid!r}"
-        ) from None
 
 
 # --- exporting one service ----------------------------------------------------

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from scripted import (
     ACCOUNT_SID,
@@ -99,6 +100,84 @@ def test_the_same_users_in_either_backend_have_no_changes() -> None:
         "change",
         "changed_fields",
     ]
+
+
+def test_timestamps_compare_as_instants_whatever_their_zone_or_unit() -> None:
+    old = frame(OLD)
+    paris = frame(OLD)
+    paris["date_created"] = paris["date_created"].dt.tz_convert("Europe/Paris")
+    paris["date_updated"] = (
+        paris["date_updated"]
+        .dt.tz_convert("Asia/Tokyo")
+        .astype("datetime64[ns, Asia/Tokyo]")
+    )
+    arrow = frame(OLD, dtype_backend="pyarrow")
+    arrow["date_created"] = arrow["date_created"].astype(
+        pd.ArrowDtype(pa.timestamp("ms", tz="America/New_York"))
+    )
+    naive = frame(OLD)
+    naive["date_created"] = naive["date_created"].dt.tz_localize(None)  # read as UTC
+    moved = frame(OLD)
+    third = moved["sid"] == user_sid(3)
+    moved["date_created"] = moved["date_created"].mask(
+        third, moved["date_created"] + pd.Timedelta(microseconds=1)
+    )
+
+    for same in (paris, arrow, naive):
+        diff = conv_frames.diff_users(old, same)
+        assert (diff.changed, diff.unchanged) == (0, 5)
+    diff = conv_frames.diff_users(paris, moved)
+    assert diff.changes["sid"].tolist() == [user_sid(3)]
+    assert diff.field_counts == {"date_created": 1}
+
+
+def test_nulls_equal_nulls_whatever_their_spelling() -> None:
+    old = frame([user_record(1, friendly_name=None, attributes="null", tier=None)])
+    new = frame([user_record(1, friendly_name=None, attributes="null", tier=None)])
+    old["tier"] = pd.array([None], dtype="Int64")
+    new["tier"] = pd.Series([float("nan")])
+    new["date_updated"] = pd.Series([pd.NaT], dtype="datetime64[ns, UTC]")
+    old["date_updated"] = pd.array([None], dtype=pd.ArrowDtype(pa.timestamp("us")))
+
+    diff = conv_frames.diff_users(old, new)
+
+    assert (diff.changed, diff.unchanged) == (0, 1)
+    assert conv_frames.diff_users(old, frame([user_record(1)])).field_counts == {
+        "attributes": 1,
+        "date_updated": 1,
+        "friendly_name": 1,
+    }
+
+
+def test_numbers_compare_by_value_and_other_json_types_do_not_mix() -> None:
+    old = frame(
+        [
+            user_record(1, attributes='{"level": 1, "scores": [2, 3.5]}'),
+            user_record(2, attributes='{"level": 1}'),
+            user_record(3, attributes='{"level": 1}'),
+            user_record(4, attributes='{"level": 1.5}'),
+        ]
+    )
+    new = frame(
+        [
+            user_record(1, attributes='{"scores": [2.0, 3.5], "level": 1.0}'),
+            user_record(2, attributes='{"level": true}'),
+            user_record(3, attributes='{"level": "1"}'),
+            user_record(4, attributes='{"level": 1}'),
+        ]
+    )
+    old["tier"] = pd.array([1, 2, None, 4], dtype="Int64")
+    new["tier"] = pd.array([1.0, 2.0, None, 4.5], dtype="Float64")
+
+    diff = conv_frames.diff_users(old, new)
+
+    fields = dict(zip(diff.changes["sid"], diff.changes["changed_fields"], strict=True))
+    assert fields == {
+        user_sid(2): ["attributes"],
+        user_sid(3): ["attributes"],
+        user_sid(4): ["attributes", "tier"],
+    }
+    assert diff.unchanged == 1
 
 
 def test_a_column_added_or_removed_is_reported_not_compared() -> None:
@@ -207,6 +286,8 @@ def test_the_diff_command_prints_the_summary_lists_and_writes_the_changes(
         (["diff"], "diff compares two Parquet files"),
         (["diff", "one.parquet"], "diff compares two Parquet files"),
         (["diff", "a", "b", "--dataset", "x"], "two files or --dataset, not both"),
+        (["diff", "nowhere.parquet", "b"], "'nowhere.parquet' does not exist"),
+        (["diff", ".", "b"], "'.' is a folder, not a Parquet file"),
     ],
 )
 def test_the_diff_command_refuses_what_it_cannot_compare(

@@ -1044,6 +1044,17 @@ def test_default_list_and_services_match_the_spec(spec: OpenAPI, emu: Emulator) 
     assert services["meta"]["key"] == "services"
 
 
+def test_the_configuration_names_the_default_service_as_the_spec_has_it(
+    spec: OpenAPI,
+) -> None:
+    with Emulator(users=[0, 3], seed=4) as emu:
+        configuration = validate(spec, emu, "/v1/Configuration")
+
+    assert configuration["default_chat_service_sid"] == emu.service_sid
+    assert configuration["account_sid"] == emu.account_sid
+    assert configuration["url"] == f"{emu.base_url}/v1/Configuration"
+
+
 def test_spec_validation_catches_a_bad_record(spec: OpenAPI, emu: Emulator) -> None:
     answer = fetch(emu, users_path(emu))
     page = answer.json()

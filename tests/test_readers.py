@@ -9,7 +9,9 @@ from typing import Any
 
 import duckdb
 import orjson
+import pandas as pd
 import polars as pl
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
@@ -239,3 +241,44 @@ def test_pyarrow_datasets_skip_the_staging_folder_and_the_manifests(
 
     assert table.num_rows == 2 * sum(len(records) for records in users.values())
     assert {"service_sid", "snapshot"} <= set(table.column_names)
+
+
+def test_each_reader_types_the_partition_keys_as_the_readme_says(
+    dataset: dict[str, Any],
+) -> None:
+    """The contract is the key's text; each reader's type for it is documented."""
+    root, keys, users = dataset["root"], dataset["keys"], dataset["users"]
+    files, sids = f"{root}/{FILES}", sorted(users)
+    as_instants = [
+        datetime.strptime(key, "%Y-%m-%dT%H%M%SZ").replace(tzinfo=UTC) for key in keys
+    ]
+
+    duckdb_seen = duck().execute(
+        "SELECT DISTINCT typeof(service_sid), typeof(snapshot), snapshot "
+        "FROM read_parquet(?, hive_partitioning = true) ORDER BY snapshot",
+        [files],
+    )
+    polars_parsed = pl.scan_parquet(files, hive_partitioning=True).collect()
+    polars_text = pl.scan_parquet(
+        files, hive_partitioning=True, try_parse_hive_dates=False
+    ).collect()
+    arrow = ds.dataset(root, format="parquet", partitioning="hive").to_table()
+    pandas = pd.read_parquet(root)
+
+    assert duckdb_seen.fetchall() == [("VARCHAR", "VARCHAR", key) for key in keys]
+    assert polars_parsed.schema["service_sid"] == pl.String
+    assert polars_parsed.schema["snapshot"] == pl.Datetime("us", "UTC")
+    assert sorted(polars_parsed["snapshot"].unique()) == as_instants
+    assert polars_text.schema["snapshot"] == pl.String
+    assert sorted(polars_text["snapshot"].unique()) == keys
+    assert (
+        arrow.schema.field("service_sid").type,
+        arrow.schema.field("snapshot").type,
+    ) == (
+        pa.string(),
+        pa.string(),
+    )
+    assert sorted(set(arrow.column("snapshot").to_pylist())) == keys
+    assert isinstance(pandas["snapshot"].dtype, pd.CategoricalDtype)
+    assert pandas["snapshot"].cat.categories.tolist() == keys
+    assert pandas["service_sid"].cat.categories.tolist() == sids

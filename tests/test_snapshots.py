@@ -319,7 +319,8 @@ def test_the_default_service_is_read_through_v1_users(tmp_path: Path) -> None:
 
     (service,) = run.services
     assert (service.service_sid, service.source) == (emulator.service_sid, "/v1/Users")
-    assert paths == ["/v1/Users"] * 3  # one probe, then two pages
+    # The configuration names the default service, then its two pages.
+    assert paths == ["/v1/Configuration", "/v1/Users", "/v1/Users"]
     frame = conv_frames.read_snapshot(tmp_path, emulator.service_sid)
     assert len(frame) == 60
     assert frame.attrs["service_sid"] == emulator.service_sid
@@ -327,8 +328,8 @@ def test_the_default_service_is_read_through_v1_users(tmp_path: Path) -> None:
     assert frame["chat_service_sid"].eq(emulator.service_sid).all()
 
 
-def test_an_empty_default_service_is_reported_with_the_way_out(
-    emulator: Emulator, tmp_path: Path
+def test_an_empty_default_service_is_an_empty_snapshot_with_every_column(
+    tmp_path: Path,
 ) -> None:
     with Emulator(users=[0, 4], seed=5) as empty_default:
         run = conv_frames.export_snapshots(
@@ -337,12 +338,68 @@ def test_an_empty_default_service_is_reported_with_the_way_out(
             default_service=True,
             **options(empty_default),
         )
+        default_sid = empty_default.service_sid
+
+    assert run.ok
+    assert [(s.service_sid, s.source) for s in run.services][1] == (
+        default_sid,
+        "/v1/Users",
+    )
+    manifest = manifest_of(tmp_path, default_sid, run.snapshot)
+    assert (manifest["rows"], manifest["pages"], manifest["files"][0]["rows"]) == (
+        0,
+        1,
+        0,
+    )
+    part = tmp_path / f"service_sid={default_sid}" / f"snapshot={run.snapshot}"
+    schema = pq.read_schema(part / "part-0.parquet")
+    assert schema.remove_metadata() == conv_frames.USERS_SCHEMA.remove_metadata()
+    frame = conv_frames.read_snapshot(tmp_path, default_sid)
+    assert_frame_equal(frame, conv_frames.users_frame([]))
+    assert frame.attrs["service_sid"] == default_sid
+    assert frame.attrs["rows"] == 0
+
+
+@pytest.mark.parametrize(
+    ("configuration", "error", "message"),
+    [
+        (
+            {"default_chat_service_sid": None},
+            conv_frames.ConfigurationError,
+            "the account has no default Conversations service",
+        ),
+        (
+            {"default_chat_service_sid": "MG" + "1" * 32},
+            conv_frames.SchemaError,
+            "default_chat_service_sid of 'MG111",
+        ),
+        ({"account_sid": ACCOUNT_SID}, conv_frames.SchemaError, "without a default"),
+    ],
+    ids=["none", "not-a-service", "missing"],
+)
+def test_a_configuration_without_a_default_service_fails_that_entry_alone(
+    tmp_path: Path,
+    configuration: dict[str, Any],
+    error: type[Exception],
+    message: str,
+) -> None:
+    steps = [Step(json=configuration), Step(json=users_page([user_record(1)]))]
+    with ScriptedServer(steps) as server:
+        run = conv_frames.export_snapshots(
+            tmp_path,
+            [SERVICE_SID],
+            default_service=True,
+            max_workers=1,
+            account_sid=ACCOUNT_SID,
+            auth_token=AUTH_TOKEN,
+            base_url=server.base_url,
+        )
 
     assert [s.ok for s in run.services] == [True, False]
     failed = run.services[1]
-    assert (failed.service_sid, failed.source) == (None, "/v1/Users")
-    assert isinstance(failed.error, conv_frames.ConfigurationError)
-    assert "export it by its SID (--service)" in str(failed.error)
+    assert (failed.service_sid, failed.source) == (None, "/v1/Configuration")
+    assert isinstance(failed.error, error)
+    assert message in str(failed.error)
 
 
 def test_one_failing_service_does_not_discard_the_others(
@@ -653,3 +710,80 @@ def test_the_next_local_run_removes_a_snapshot_folder_without_a_manifest(
     assert not stray.exists()
     assert not run.snapshot.startswith("2099")
     assert list(layout(tmp_path)) == [f"service_sid={sid}/snapshot={run.snapshot}"]
+
+
+ENTRY_POINTS: dict[str, Any] = {
+    "export": lambda root: conv_frames.export_snapshots(
+        root, [SERVICE_SID], **CREDENTIALS
+    ),
+    "list": conv_frames.list_snapshots,
+    "read": lambda root: conv_frames.read_snapshot(root, SERVICE_SID),
+    "diff": lambda root: conv_frames.diff_snapshots(root, SERVICE_SID),
+}
+
+
+@pytest.mark.parametrize("entry", ["list", "read", "diff"])
+def test_reading_a_root_where_nothing_is_says_there_is_no_dataset(
+    tmp_path: Path, entry: str
+) -> None:
+    root = tmp_path / "users"
+    with pytest.raises(conv_frames.SnapshotError) as caught:
+        ENTRY_POINTS[entry](root)
+
+    assert str(caught.value) == (
+        f"no dataset at {root}: nothing is there. Check the path (and the storage "
+        "options of an object store), or export to it first (conv-frames export "
+        f"--dataset {root} ...)"
+    )
+    assert not root.exists()
+
+
+@pytest.mark.parametrize(
+    ("entry", "under_the_file"),
+    [*((entry, False) for entry in ENTRY_POINTS), ("export", True)],
+    ids=[*ENTRY_POINTS, "export-under-a-file"],
+)
+def test_a_root_that_is_a_file_is_refused_as_a_file(
+    tmp_path: Path, entry: str, under_the_file: bool
+) -> None:
+    file = tmp_path / "users.parquet"
+    file.write_bytes(b"PAR1")
+    root = file / "users" if under_the_file else file
+
+    with pytest.raises(conv_frames.ConfigurationError) as caught:
+        ENTRY_POINTS[entry](root)
+
+    assert str(caught.value) == (
+        f"{file} is a file, not a folder; pass a folder for the dataset"
+    )
+    assert file.read_bytes() == b"PAR1"
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["export", SERVICE_SID, "--dataset", "{file}"], 2, "is a file, not a folder"),
+        (["diff", "--dataset", "{file}"], 2, "is a file, not a folder"),
+        (["diff", "--dataset", "{missing}"], 1, "SnapshotError: no dataset at"),
+        (["export", SERVICE_SID, "--dataset", "{missing}/users"], 2, "create it"),
+    ],
+    ids=["export-file", "diff-file", "diff-missing", "export-no-parent"],
+)
+def test_the_command_line_gives_one_line_and_the_code_for_a_bad_root(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    code: int,
+    message: str,
+) -> None:
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", ACCOUNT_SID)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+    file = tmp_path / "users.parquet"
+    file.write_bytes(b"PAR1")
+    places = {"file": str(file), "missing": str(tmp_path / "missing")}
+
+    assert main([arg.format(**places) for arg in argv]) == code
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("conv-frames: ")
+    assert message in line

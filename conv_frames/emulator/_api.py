@@ -9,6 +9,8 @@ Routes (all ``GET``):
 - ``/v1/Users`` and ``/v1/Users/{Sid}``: the same for the account's default
   service, the first one (``ListUser``, ``FetchUser``); as on Twilio, their
   records carry URLs under ``/v1/Users``.
+- ``/v1/Configuration``: the account's settings, which name the default
+  service (``FetchConfiguration``).
 """
 
 from __future__ import annotations
@@ -97,6 +99,9 @@ class Api:
         self._indexes: dict[str, dict[str, Record]] = {}
         self._index_lock = threading.Lock()
         self._default_sid = default
+        self._configuration = Body(
+            orjson.dumps(_configuration(credentials.account_sid, default, base_url))
+        )
 
     def is_authorized(self, header: str | None) -> bool:
         """Whether an ``Authorization`` header carries accepted credentials."""
@@ -139,6 +144,8 @@ class Api:
                 return self._fetch(
                     self._default_sid, unquote(user), path, self._default.view
                 )
+            case ["", "v1", "Configuration"]:
+                return Reply(200, self._configuration)
         return not_found(path)
 
     def _fetch(
@@ -178,6 +185,22 @@ class Api:
 def not_found(path: str) -> Reply:
     """Return Twilio's 404 for a path that names no resource."""
     return twilio_error(404, NOT_FOUND, f"The requested resource {path} was not found")
+
+
+def _configuration(account_sid: str, default_sid: str, base_url: str) -> Record:
+    """The account's Conversations configuration, as ``FetchConfiguration`` has it."""
+    return {
+        "account_sid": account_sid,
+        "default_chat_service_sid": default_sid,
+        "default_messaging_service_sid": None,
+        "default_inactive_timer": None,
+        "default_closed_timer": None,
+        "url": f"{base_url}/v1/Configuration",
+        "links": {
+            "service": f"{base_url}/v1/Services/{default_sid}/Configuration",
+            "webhooks": f"{base_url}/v1/Configuration/Webhooks",
+        },
+    }
 
 
 def _default_service_view(users_url: str) -> Callable[[Record], Record]:
