@@ -47,7 +47,14 @@ from ._presence import (
 )
 from ._progress import Progress, ProgressReporter
 from ._schema import DtypeBackend
-from ._transport import LoadStats, RetryPolicy, Sleep, Timeout, Transport
+from ._transport import (
+    LoadStats,
+    RequestLimit,
+    RetryPolicy,
+    Sleep,
+    Timeout,
+    Transport,
+)
 
 __all__ = ["DEFAULT_TIMEOUT", "Client", "export_users", "iter_user_pages", "load_users"]
 
@@ -90,6 +97,10 @@ class Client:
         session: A ``requests.Session`` to use (proxies, adapters). It is lent,
             not given: auth and headers travel with each request, the session
             itself is left unchanged, and the caller closes it.
+        request_limit: Slots for requests in flight shared with other
+            clients of the account (an ``AdaptiveLimit``), so that their
+            loads together slow down on a 429 rather than fail; see
+            :func:`load_services`.
 
     Raises:
         ConfigurationError: Missing or malformed credentials or settings.
@@ -111,6 +122,7 @@ class Client:
         max_total_wait: float = 300.0,
         sleep: Sleep = time.sleep,
         session: requests.Session | None = None,
+        request_limit: RequestLimit | None = None,
     ) -> None:
         self.credentials = resolve_credentials(
             account_sid=account_sid,
@@ -126,6 +138,7 @@ class Client:
             retry=retry,
             sleep=sleep,
             session=session,
+            limit=request_limit,
         )
         self._sleep = sleep  # the presence pool builds its own gated transport
         self._session = session

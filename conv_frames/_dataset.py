@@ -42,7 +42,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,7 @@ from ._errors import (
     ExportError,
     SnapshotError,
 )
-from ._lease import Lease, S3Object
+from ._lease import Holder, Lease, S3Object
 
 __all__ = [
     "MANIFEST_NAME",
@@ -73,6 +73,7 @@ __all__ = [
     "describe_file",
     "dump_manifest",
     "is_snapshot_key",
+    "keys_after",
     "next_snapshot_key",
     "sweep_cached_staging",
 ]
@@ -97,8 +98,10 @@ MANIFEST_FORMAT = "conv_frames.snapshot"
 _KEY_FORMAT = "%Y-%m-%dT%H%M%SZ"
 _KEY = re.compile(r"\d{4}-\d{2}-\d{2}T\d{6}Z")
 _SERVICE_DIR = re.compile(r"service_sid=(IS[0-9a-fA-F]{32})")
-_SNAPSHOT_DIR = re.compile(r"snapshot=(\d{4}-\d{2}-\d{2}T\d{6}Z)")
 _CHUNK = 1 << 20
+#: How far ahead of the clock a key may be: runs within one second take the
+#: next seconds, and hosts' clocks (kept by NTP) may differ by a little.
+FUTURE_SLACK = timedelta(minutes=10)
 _EXISTS = "a snapshot with this key exists, and snapshots are never replaced"
 
 
@@ -264,14 +267,16 @@ class Dataset:
         except filelock.Timeout:
             raise DatasetLockedError(
                 f"another conv-frames run is writing to {self.show(self.path)} "
-                f"(it holds {path}); nothing was exported. Let it finish, or wait "
-                "for it with lock_timeout (--wait SECONDS)"
+                f"({_local_holder(path)}); nothing was exported. Let it finish, or "
+                "wait for it with lock_timeout (--wait SECONDS)"
             ) from None
         except OSError as error:
             raise ExportError(f"could not lock {path}: {error}") from error
         try:
+            _write_local_holder(path, Holder.this_process(datetime.now(UTC)))
             yield
         finally:
+            _write_local_holder(path, None)
             lock.release()
 
     def _acquire_lease(
@@ -518,6 +523,7 @@ class Listing:
             paths = []
         files: dict[tuple[str, str], set[str]] = {}
         staged = []
+        strays: set[str] = set()
         for path in paths:
             relative = path[len(dataset.path) + 1 :]
             parts = relative.split("/")
@@ -526,10 +532,20 @@ class Listing:
             if len(parts) != 3:
                 continue
             service = _SERVICE_DIR.fullmatch(parts[0])
-            snapshot = _SNAPSHOT_DIR.fullmatch(parts[1])
-            if service and snapshot:
-                key = (service.group(1), snapshot.group(1))
-                files.setdefault(key, set()).add(parts[2])
+            if service is None or not parts[1].startswith("snapshot="):
+                continue
+            key = parts[1].removeprefix("snapshot=")
+            if not is_snapshot_key(key):
+                strays.add("/".join(parts[:2]))
+                continue
+            files.setdefault((service.group(1), key), set()).add(parts[2])
+        for stray in sorted(strays):
+            # Not ours (copied or named by hand): never read, pruned or removed.
+            logger.warning(
+                "ignoring %s: its name is not a snapshot key such as "
+                "snapshot=2026-12-04T020000Z (a UTC time); rename or remove it",
+                dataset.show(dataset.join(stray)),
+            )
         return cls(files, staged)
 
     def services(self) -> list[str]:
@@ -550,24 +566,53 @@ class Listing:
             where for where, names in self.files.items() if MANIFEST_NAME not in names
         )
 
-    def newest(self) -> str | None:
-        """The newest key of any folder, published or not."""
-        return max((key for _, key in self.files), default=None)
-
 
 def next_snapshot_key(listing: Listing, now: datetime) -> str:
-    """Key of a run starting ``now``: its UTC second, after every existing key."""
+    """Key of a run starting ``now``: its UTC second, after every existing key.
+
+    Runs that start within one second take the following seconds, so a key
+    may run a little ahead of the clock. A key further ahead than
+    ``FUTURE_SLACK`` was not written by a run on a clock that agrees with
+    this one (a skewed host, a folder made by hand): it is left out here
+    with a WARNING, so that keys stay run start times, and the services that
+    hold one are refused (see :func:`keys_after`).
+    """
     key = now.strftime(_KEY_FORMAT)
-    newest = listing.newest()
+    horizon = (now + FUTURE_SLACK).strftime(_KEY_FORMAT)
+    future = sorted({k for _, k in listing.files if k > horizon})
+    if future:
+        logger.warning(
+            "snapshot keys later than this host's clock (%s): %s; check the clocks "
+            "of the hosts that export here (NTP), and rename or remove those "
+            "folders: their services are not exported until then",
+            key,
+            ", ".join(future[:5]),
+        )
+    newest = max((k for _, k in listing.files if k <= horizon), default=None)
     if newest is not None and newest >= key:
-        after = datetime.strptime(newest, _KEY_FORMAT) + timedelta(seconds=1)
+        after = _parse_key(newest) + timedelta(seconds=1)
         key = after.strftime(_KEY_FORMAT)
     return key
 
 
+def keys_after(listing: Listing, service_sid: str, key: str) -> list[str]:
+    """The service's keys (published or not) that are not before ``key``."""
+    return sorted(k for sid, k in listing.files if sid == service_sid and k >= key)
+
+
 def is_snapshot_key(text: str) -> bool:
-    """Whether ``text`` is spelled like a snapshot key (``2026-12-04T020000Z``)."""
-    return _KEY.fullmatch(text) is not None
+    """Whether ``text`` is a key: a real UTC second (``2026-12-04T020000Z``)."""
+    if _KEY.fullmatch(text) is None:
+        return False
+    try:
+        _parse_key(text)
+    except ValueError:  # 2026-13-45T999999Z is spelled like one, but is no time
+        return False
+    return True
+
+
+def _parse_key(key: str) -> datetime:
+    return datetime.strptime(key, _KEY_FORMAT)
 
 
 def describe_file(path: Path) -> dict[str, Any]:
@@ -660,6 +705,29 @@ def _staging_guard(path: Path) -> filelock.BaseFileLock:
 def _cache_folder() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "conv_frames"
+
+
+def _write_local_holder(path: str, holder: Holder | None) -> None:
+    """Name the run in the lock file it holds, for the runs it turns away.
+
+    Written only once the OS lock is held: a run that fails to take the lock
+    opens the file but never writes it. Emptied before the lock is released.
+    """
+    body = b"" if holder is None else holder.dump(holder.acquired_at)
+    with contextlib.suppress(OSError), open(path, "r+b") as handle:
+        handle.write(body)
+        handle.truncate()
+
+
+def _local_holder(path: str) -> str:
+    """Who holds a local lock, as its lock file says."""
+    try:
+        holder = Holder.parse(Path(path).read_bytes())
+    except OSError:
+        holder = None
+    if holder is None:
+        return f"it holds {path}"
+    return f"{holder.describe()}, which holds {path}"
 
 
 def _write_synced(path: Path, data: bytes) -> None:

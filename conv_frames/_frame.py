@@ -23,6 +23,7 @@ from ._errors import ConfigurationError, SchemaError
 from ._schema import (
     ATTRIBUTES,
     COLUMNS,
+    INVALID_ATTRIBUTES_TEXT,
     JSON_TEXT,
     LINKS,
     USERS_SCHEMA,
@@ -143,14 +144,29 @@ def normalize_records(
     arrays = _columns_in_one_pass(records) or _columns_one_by_one(records)
     position = COLUMNS.index(ATTRIBUTES)
     decoded, invalid = _decode_attributes(arrays[position], records, invalid_attributes)
-    table = pa.Table.from_arrays(arrays, schema=USERS_SCHEMA)
     if invalid:
-        # Text that is not JSON must not be labelled JSON: readers such as
-        # DuckDB refuse the whole file. Such a page keeps plain text.
-        table = table.set_column(position, ATTRIBUTES, arrays[position].storage)
+        arrays[position], kept = _set_aside_invalid_text(arrays[position], invalid)
+    table = pa.Table.from_arrays(arrays, schema=USERS_SCHEMA)
     for name in _unknown_fields(records):
         table = table.append_column(name, _loose_column([r.get(name) for r in records]))
-    return UserBatch(table, decoded, invalid)
+    if invalid:
+        table = table.append_column(INVALID_ATTRIBUTES_TEXT, kept)
+    return UserBatch(table, decoded, len(invalid))
+
+
+def _set_aside_invalid_text(
+    column: pa.Array, invalid: set[int]
+) -> tuple[pa.Array, pa.Array]:
+    """Null the attributes that are not JSON; return their text as a column beside.
+
+    ``attributes`` stays JSON-typed in every file, so that a reader of many
+    files (DuckDB over a dataset) sees one type: text labelled JSON that is
+    not JSON makes it refuse them all (#6).
+    """
+    texts = column.storage.to_pylist()
+    valid = [None if row in invalid else text for row, text in enumerate(texts)]
+    kept = [text if row in invalid else None for row, text in enumerate(texts)]
+    return pa.array(valid, JSON_TEXT), pa.array(kept, pa.string())
 
 
 def users_frame(
@@ -394,16 +410,16 @@ def _check_links(values: list[Any], sids: list[Any]) -> None:
 
 def _decode_attributes(
     column: pa.Array, records: Sequence[Mapping[str, Any]], mode: InvalidAttributes
-) -> tuple[list[Any], int]:
+) -> tuple[list[Any], set[int]]:
     texts = column.storage.to_pylist()
     try:
-        return [None if text is None else orjson.loads(text) for text in texts], 0
+        return [None if text is None else orjson.loads(text) for text in texts], set()
     except orjson.JSONDecodeError:
         pass  # rare: go row by row to name the row, or null it
 
     decoded: list[Any] = []
-    invalid = 0
-    for text, record in zip(texts, records, strict=True):
+    invalid: set[int] = set()
+    for row, (text, record) in enumerate(zip(texts, records, strict=True)):
         sid = record.get("sid")
         if text is None:
             decoded.append(None)
@@ -415,13 +431,13 @@ def _decode_attributes(
                 raise SchemaError(
                     f"field 'attributes' of user {sid} is not valid JSON ({error}); "
                     "pass invalid_attributes='null' to load such rows with a null "
-                    "value and keep the text in the Parquet export"
+                    "value and their text in column invalid_attributes_text"
                 ) from None
             decoded.append(None)
-            invalid += 1
+            invalid.add(row)
     if invalid:
         logger.warning(
-            "%d rows have attributes that are not JSON; loaded as null", invalid
+            "%d rows have attributes that are not JSON; loaded as null", len(invalid)
         )
     return decoded, invalid
 

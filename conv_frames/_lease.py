@@ -117,8 +117,24 @@ class Holder:
         return replace(self, expires_at=now + timedelta(seconds=LEASE_SECONDS))
 
     def is_expired(self, now: datetime) -> bool:
-        """Whether the lease has lapsed at ``now``."""
-        return now >= self.expires_at
+        """Whether the lease has lapsed at ``now``, or its holder is known dead.
+
+        A holder on this host whose process is gone (killed, crashed) cannot
+        renew: its lease is taken over at once rather than after it lapses.
+        Only this host can tell; another host's holder is judged by the time.
+        """
+        return now >= self.expires_at or self._died_here()
+
+    def _died_here(self) -> bool:
+        if self.host != socket.gethostname() or self.pid == os.getpid():
+            return False
+        try:
+            os.kill(self.pid, 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False  # it exists, under another user
+        return False
 
     def dump(self, now: datetime) -> bytes:
         """The lease object's body, written at ``now``."""
@@ -399,8 +415,8 @@ def _try_to_take(
     if etag is None:
         return holder  # another run took it over first
     logger.warning(
-        "took over the lock on %s from %s: its lease lapsed at %s (that run was "
-        "killed, or stopped renewing)",
+        "took over the lock on %s from %s: its lease lapsed at %s, or its process "
+        "is gone from this host (that run was killed, or stopped renewing)",
         root,
         holder.describe(),
         _utc(holder.expires_at),

@@ -16,6 +16,7 @@ __all__ = [
     "ATTRIBUTES",
     "BOOLEAN_COLUMNS",
     "COLUMNS",
+    "INVALID_ATTRIBUTES_TEXT",
     "JSON_TEXT",
     "LINKS",
     "STRING_COLUMNS",
@@ -40,6 +41,9 @@ BOOLEAN_COLUMNS = ("is_online", "is_notifiable")
 TIMESTAMP_COLUMNS = ("date_created", "date_updated")
 ATTRIBUTES = "attributes"
 LINKS = "links"
+#: The extra column that keeps attributes text that is not JSON, as sent, for
+#: rows loaded with ``invalid_attributes="null"`` (their ``attributes`` is null).
+INVALID_ATTRIBUTES_TEXT = "invalid_attributes_text"
 
 #: Arrow type of the raw ``attributes`` text. pyarrow writes its JSON extension
 #: type with Parquet's JSON logical type, so other readers see JSON, not bytes.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -21,9 +21,10 @@ from ._client import Client
 from ._config import check_page_size, check_service_sid
 from ._errors import ConfigurationError, ServicesLoadError
 from ._frame import InvalidAttributes, check_dtype_backend, check_invalid_attributes
+from ._presence import AdaptiveLimit
 from ._schema import DtypeBackend
 
-__all__ = ["load_services"]
+__all__ = ["load_services", "shared_limit"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +45,14 @@ def load_services(
     connection) and loads one service at a time, exactly as
     :func:`load_users` does. Every service is loaded to the end whatever
     happens to the others, so one failure loses nothing that did load.
+    The workers' requests share one adaptive limit: a 429 (the account's
+    concurrency limit) shrinks how many are sent at once, so the services
+    load more slowly rather than fail (see :func:`shared_limit`).
 
     Args:
         service_sids: The services (``IS...``); one given twice loads once.
-        max_workers: Services loaded at once, each with one request in flight.
+        max_workers: Services loaded at once, each with one request in flight
+            at most; fewer while the account answers 429.
         page_size, max_pages, dtype_backend, invalid_attributes: See
             :func:`load_users`.
         **client_options: Options of :class:`Client` (credentials,
@@ -72,7 +77,7 @@ def load_services(
     check_invalid_attributes(invalid_attributes)
     Client(**client_options).close()  # credentials and base_url, before any request
 
-    clients = _WorkerClients(client_options)
+    clients = _WorkerClients(shared_limit(client_options, max_workers))
 
     def load(sid: str) -> pd.DataFrame:
         return clients.get().load_users(
@@ -141,6 +146,19 @@ def _outcomes(
             future.cancel()
         raise
     return frames, errors
+
+
+def shared_limit(client_options: Mapping[str, Any], workers: int) -> dict[str, Any]:
+    """Client options whose clients share one limit on requests in flight.
+
+    The services of one account count against its concurrency limit
+    together: a fixed number of workers would keep sending into 429s until
+    their retries ran out. An :class:`AdaptiveLimit` (the presence pool's)
+    starts at ``workers`` and shrinks at each 429, once per round trip, so
+    that the loads queue behind each other instead (#6).
+    """
+    limit = AdaptiveLimit(workers, initial=workers)
+    return {**client_options, "request_limit": limit}
 
 
 def _check_max_workers(max_workers: object) -> None:

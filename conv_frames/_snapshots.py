@@ -41,6 +41,7 @@ from ._dataset import (
     describe_file,
     dump_manifest,
     is_snapshot_key,
+    keys_after,
     next_snapshot_key,
 )
 from ._errors import (
@@ -53,6 +54,7 @@ from ._errors import (
 from ._frame import InvalidAttributes, check_dtype_backend, check_invalid_attributes
 from ._parquet import read_parquet
 from ._schema import DtypeBackend
+from ._services import shared_limit
 
 __all__ = [
     "ServiceSnapshot",
@@ -153,7 +155,11 @@ def export_snapshots(
     most; a service that fails is reported in its entry and does not stop
     the others, nor touch earlier snapshots. Every snapshot of the run has
     one key: the run's start in UTC to the second, or one second past the
-    newest key in the dataset, so that keys stay unique and in order.
+    newest key in the dataset, so that keys stay unique and in order. A key
+    far ahead of the clock (a skewed host, a folder made by hand) does not
+    move the run's key: the services that hold one fail with an
+    :class:`ExportError` naming it. A folder whose name is not a valid key
+    is not a snapshot: it is ignored with a WARNING, and never removed.
 
     Args:
         root: The dataset folder, or an fsspec URL (``s3://bucket/users``).
@@ -167,7 +173,8 @@ def export_snapshots(
         keep: Then keep only this many newest snapshots of each service
             that was published.
         max_workers: Services exported at once; each has one request in
-            flight, and all count against the account's rate limit.
+            flight at most, fewer while the account answers 429: their
+            requests share one adaptive limit (see :func:`load_services`).
         lock_timeout: Seconds to wait for another run on ``root`` to end;
             ``0`` gives up at once, ``None`` waits as long as it takes. On
             an object store the wait is a look at the other run's lease
@@ -208,7 +215,7 @@ def export_snapshots(
                 page_size=page_size,
                 max_pages=max_pages,
                 invalid_attributes=invalid_attributes,
-                client_options=client_options,
+                client_options=shared_limit(client_options, max_workers),
             )
             services = _run_jobs(plan, settings, max_workers)
     return SnapshotRun(os.fspath(root), key, tuple(services))
@@ -509,6 +516,7 @@ def _export_service(job: _Job, settings: _Settings) -> ServiceSnapshot:
 def _write_snapshot(job: _Job, settings: _Settings) -> tuple[str, dict[str, Any]]:
     started = datetime.now(UTC)
     dataset = settings.dataset
+    _refuse_later_keys(job, settings)
     label = f"{settings.snapshot}-{job.service_sid}"
     with Client(**settings.client_options) as client, dataset.staging(label) as stage:
         part = stage / PART_NAME
@@ -528,6 +536,24 @@ def _write_snapshot(job: _Job, settings: _Settings) -> tuple[str, dict[str, Any]
             stage, job.service_sid, settings.snapshot, dump_manifest(manifest)
         )
     return path, manifest
+
+
+def _refuse_later_keys(job: _Job, settings: _Settings) -> None:
+    """Refuse a service whose snapshots run ahead of this run's key.
+
+    Its new snapshot would not be its latest, and every reader takes the
+    greatest key as the latest; the key of the run stays its start time.
+    """
+    later = keys_after(settings.listing, job.service_sid, settings.snapshot)
+    if later:
+        dataset = settings.dataset
+        raise ExportError(
+            f"{dataset.show(dataset.service_dir(job.service_sid))} holds snapshot="
+            f"{later[-1]}, later than this run's start ({settings.snapshot}), so a "
+            "new snapshot would not be its latest; check the clocks of the hosts "
+            "that export here (NTP), then rename or remove that folder. Nothing "
+            "was exported for this service"
+        )
 
 
 def _check_partition(part: Path, service_sid: str) -> None:

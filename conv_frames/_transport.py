@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import orjson
@@ -69,6 +69,16 @@ Sleep = Callable[[float], None]
 _CANCEL_POLL_SECONDS = 0.25
 _USER_AGENT = "conv-frames/0.1 (+python-requests)"
 _SECONDS = re.compile(r"\d+(?:\.\d+)?")
+
+
+class RequestLimit(Protocol):
+    """Slots for requests in flight, shared by transports (an ``AdaptiveLimit``)."""
+
+    def acquire(self) -> Any:
+        """Wait for a slot; return a ticket to give back."""
+
+    def release(self, ticket: Any, answer: Any, *, wake: bool = False) -> None:
+        """Give the slot back: ``"clean"``, ``"pushback"`` (429) or ``"none"``."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +188,9 @@ class Transport:
             :func:`log_retry`.
         connections: Connections the transport's own lane keeps open to an
             origin: one per thread that sends through it at once.
+        limit: Slots shared with other transports of the account: each
+            request holds one while on the wire (not while waiting to
+            retry), and a 429 tells the limit to shrink.
     """
 
     def __init__(
@@ -190,8 +203,10 @@ class Transport:
         session: requests.Session | None = None,
         on_retry: RetryHook = log_retry,
         connections: int = 1,
+        limit: RequestLimit | None = None,
     ) -> None:
         self.timeout = timeout
+        self._limit = limit
         self.retry = retry
         self._sleep = sleep
         self._on_retry = on_retry
@@ -275,6 +290,24 @@ class Transport:
         return sleep
 
     def _get_once(self, url: str, stats: LoadStats) -> Any:
+        if self._limit is None:
+            return self._get_now(url, stats)
+        ticket = self._limit.acquire()
+        answer = "none"  # a 503 or a reset says nothing about the limit
+        try:
+            body = self._get_now(url, stats)
+            answer = "clean"
+            return body
+        except APIError as error:
+            if error.status == 429:
+                answer = "pushback"
+            elif not error.is_transient:
+                answer = "clean"
+            raise
+        finally:
+            self._limit.release(ticket, answer, wake=True)
+
+    def _get_now(self, url: str, stats: LoadStats) -> Any:
         if stats.abandoned():
             raise TransportError("load abandoned", url=redact_url(url), transient=False)
         stats.requests += 1

@@ -459,7 +459,7 @@ def test_an_unknown_option_value_is_refused(
 
 INVALID_JSON_TAIL = (
     "; pass invalid_attributes='null' to load such rows with a null value "
-    "and keep the text in the Parquet export"
+    "and their text in column invalid_attributes_text"
 )
 
 
@@ -532,9 +532,22 @@ def test_bug_28_lenient_mode_loads_invalid_attributes_as_null(
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("WARNING", "3 rows have attributes that are not JSON; loaded as null")
     ]
-    # The original text is kept for the Parquet export.
+    # The original text is kept beside, and attributes stays JSON-typed.
+    kept = (
+        frame["invalid_attributes_text"]
+        .astype(object)
+        .where(frame["invalid_attributes_text"].notna(), None)
+    )
+    assert kept.tolist() == [texts[0], None, texts[2], texts[3], None]
     batch = normalize_records(records, invalid_attributes="null")
-    assert batch.table.column("attributes").to_pylist() == texts
+    assert batch.table.column("attributes").to_pylist() == [
+        None,
+        '{"ok": true}',
+        None,
+        None,
+        "null",
+    ]
+    assert batch.table.schema.field("attributes").type == pa.json_(pa.string())
     assert batch.invalid_attributes == 3
 
 

@@ -196,9 +196,13 @@ def test_bug_28_lenient_export_keeps_invalid_text_and_counts_it(
 
     attrs = export(pages, path, invalid_attributes="null")
 
-    assert pq.read_table(path).column("attributes").to_pylist() == texts
+    stored = pq.read_table(path)
+    assert stored.column("attributes").to_pylist() == [None, None, '{"ok": true}']
+    assert stored.column("invalid_attributes_text").to_pylist() == [*texts[:2], None]
     back = read_parquet(path)
     assert back["attributes"].tolist() == [None, None, {"ok": True}]
+    assert back["invalid_attributes_text"].isna().tolist() == [False, False, True]
+    assert back["invalid_attributes_text"].tolist()[:2] == texts[:2]
     assert back.attrs == attrs
     assert back.attrs["invalid_attributes"] == 2
 
@@ -211,14 +215,17 @@ def test_bug_28_lenient_export_stays_readable_by_duckdb(
     pages = [[make_user(1)], [make_user(2, attributes="{duty: tech")]]
     export(pages, path, invalid_attributes="null")
 
-    query = "SELECT sid, attributes FROM read_parquet(?) ORDER BY sid"
+    query = (
+        "SELECT sid, attributes->>'$.duty', invalid_attributes_text "
+        "FROM read_parquet(?) ORDER BY sid"
+    )
     rows = duck.execute(query, [str(path)]).fetchall()
 
     assert rows == [
-        (f"US{1:032d}", '{ "duty": "agent" }'),
-        (f"US{2:032d}", "{duty: tech"),
+        (f"US{1:032d}", "agent", None),
+        (f"US{2:032d}", None, "{duty: tech"),
     ]
-    assert str(pq.ParquetFile(path).schema.column(6).logical_type) == "String"
+    assert str(pq.ParquetFile(path).schema.column(6).logical_type) == "JSON"
 
 
 def test_a_file_from_another_writer_with_plain_text_attributes_is_read(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -14,6 +15,15 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
+from scripted import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    SERVICE_SID,
+    ScriptedServer,
+    Step,
+    user_record,
+    users_page,
+)
 
 import conv_frames
 from conv_frames.emulator import Emulator
@@ -125,6 +135,41 @@ def test_the_readme_query_counts_the_latest_published_snapshots(
         for sid, records in sorted(users.items())
     ]
     assert any(row[3] for row in counted)
+
+
+def test_the_readme_query_reads_a_dataset_with_a_lenient_export(
+    dataset: dict[str, Any], tmp_path: Path
+) -> None:
+    """#6: a snapshot with attributes that are not JSON keeps them JSON-typed."""
+    root = tmp_path / "users"
+    shutil.copytree(dataset["root"], root)
+    users = [
+        user_record(1, attributes='{"plan": "enterprise"}'),
+        user_record(2, attributes="{plan: enterprise"),
+    ]
+    with ScriptedServer([Step(json=users_page(users))]) as server:
+        run = conv_frames.export_snapshots(
+            root,
+            [SERVICE_SID],
+            invalid_attributes="null",
+            account_sid=ACCOUNT_SID,
+            auth_token=AUTH_TOKEN,
+            base_url=server.base_url,
+        )
+    run.raise_for_failures()
+    globs = {"files": f"{root}/{FILES}", "manifests": f"{root}/{MANIFESTS}"}
+
+    counted = duck().execute(LATEST_PER_SERVICE, globs).fetchall()
+    kept = duck().execute(
+        "SELECT sid, attributes, invalid_attributes_text FROM "
+        "read_parquet(?, hive_partitioning = true, union_by_name = true) "
+        "WHERE invalid_attributes_text IS NOT NULL",
+        [f"{root}/{FILES}"],
+    )
+
+    assert (SERVICE_SID, run.snapshot, 2, 1) in counted
+    assert len(counted) == 3
+    assert kept.fetchall() == [(user_record(2)["sid"], None, "{plan: enterprise")]
 
 
 def test_duckdb_reads_every_snapshot_but_not_the_staged_file(

@@ -265,13 +265,20 @@ def test_a_crashed_upload_is_invisible_and_the_next_run_removes_it(
 LOCK = ".conv-frames.lock"
 
 
-def write_lease(s3: dict[str, Any], root: str, *, pid: int, expires_in: float) -> None:
-    """Put the lease of a run on another host, expiring ``expires_in`` from now."""
+def write_lease(
+    s3: dict[str, Any],
+    root: str,
+    *,
+    pid: int,
+    expires_in: float,
+    host: str = "other-host",
+) -> None:
+    """Put the lease of a run on ``host``, expiring ``expires_in`` from now."""
     now = datetime.now(UTC)
     lease = {
         "format": "conv_frames.lock",
         "owner": uuid.uuid4().hex,
-        "host": "other-host",
+        "host": host,
         "pid": pid,
         "acquired_at": "2026-12-04T02:00:00+00:00",
         "renewed_at": now.isoformat(),
@@ -345,6 +352,32 @@ def test_a_lapsed_lease_is_taken_over_and_a_live_one_of_another_host_is_not(
         "2026-12-04T02:00:00Z: its lease lapsed at"
     ) in caplog.text
     assert LOCK not in objects(s3, root)
+
+
+def test_a_live_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(
+    s3: dict[str, Any], emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """#6: only this host can tell that its process is gone; it waits no lapse."""
+    root, sid = new_root(), emulator.service_sid
+    options = {"storage_options": s3["options"], **credentials(emulator)}
+    dead = _reaped_pid()
+    write_lease(s3, root, pid=dead, expires_in=60, host=socket.gethostname())
+    caplog.set_level(logging.WARNING, "conv_frames")
+
+    run = conv_frames.export_snapshots(root, [sid], **options)
+
+    assert run.ok
+    assert f"took over the lock on {root} from pid {dead} on " in caplog.text
+    write_lease(s3, root, pid=os.getppid(), expires_in=60, host=socket.gethostname())
+    with pytest.raises(conv_frames.DatasetLockedError, match=f"pid {os.getppid()} "):
+        conv_frames.export_snapshots(root, [sid], **options)
+
+
+def _reaped_pid() -> int:
+    """The pid of a process that has ended and been reaped."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 def test_a_second_run_waits_for_the_first_one_then_publishes(

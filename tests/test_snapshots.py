@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +32,8 @@ from scripted import (
 )
 
 import conv_frames
+import conv_frames._presence
+import conv_frames._services
 import conv_frames._snapshots
 from conv_frames._cli import main
 from conv_frames.emulator import Emulator
@@ -525,8 +528,18 @@ def test_a_held_lock_stops_the_next_run_until_its_holder_is_killed(
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", emulator.auth_token)
     with lock_held_elsewhere(tmp_path, 60) as holder:
         sent = len(emulator.requests)
-        with pytest.raises(conv_frames.DatasetLockedError, match="another conv-frames"):
+        with pytest.raises(conv_frames.DatasetLockedError) as refused:
             conv_frames.export_snapshots(tmp_path, [sid], **options(emulator))
+        # The holder is named: process, host and since when.
+        assert re.fullmatch(
+            f"another conv-frames run is writing to {re.escape(str(tmp_path))} "
+            f"\\(pid {holder.pid} on {re.escape(socket.gethostname())} since "
+            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, which holds "
+            f"{re.escape(str(tmp_path / '.conv-frames.lock'))}\\); nothing was "
+            r"exported\. Let it finish, or wait for it with lock_timeout "
+            r"\(--wait SECONDS\)",
+            str(refused.value),
+        )
         argv = ["export", sid, "--dataset", str(tmp_path)]
         code = main([*argv, "--base-url", emulator.base_url])
         assert len(emulator.requests) == sent
@@ -787,3 +800,116 @@ def test_the_command_line_gives_one_line_and_the_code_for_a_bad_root(
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("conv-frames: ")
     assert message in line
+
+
+def copy_snapshot(root: Path, service_sid: str, key: str, name: str) -> Path:
+    """Copy a published snapshot folder to ``snapshot=<name>``, as by hand."""
+    published = root / f"service_sid={service_sid}" / f"snapshot={key}"
+    copy = published.with_name(f"snapshot={name}")
+    copy.mkdir()
+    for file in published.iterdir():
+        (copy / file.name).write_bytes(file.read_bytes())
+    return copy
+
+
+def test_a_folder_whose_name_is_no_key_is_ignored_with_a_warning_and_kept(
+    emulator: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = emulator.service_sids[1], emulator.service_sids[2]
+    run = conv_frames.export_snapshots(tmp_path, [first], **options(emulator))
+    stray = copy_snapshot(tmp_path, first, run.snapshot, "2026-13-45T999999Z")
+
+    with caplog.at_level(logging.WARNING, logger="conv_frames"):
+        later = conv_frames.export_snapshots(
+            tmp_path, [first, second], keep=1, **options(emulator)
+        )
+
+    assert later.ok
+    assert later.snapshot > run.snapshot
+    assert stray.is_dir()  # never removed, by the sweep or by retention
+    assert sorted(layout(tmp_path)) == sorted(
+        [
+            f"service_sid={first}/snapshot=2026-13-45T999999Z",
+            f"service_sid={first}/snapshot={later.snapshot}",
+            f"service_sid={second}/snapshot={later.snapshot}",
+        ]
+    )
+    ignored = [r.getMessage() for r in caplog.records if "ignoring" in r.message]
+    assert ignored == [
+        f"ignoring {tmp_path}/service_sid={first}/snapshot=2026-13-45T999999Z: its "
+        "name is not a snapshot key such as snapshot=2026-12-04T020000Z (a UTC "
+        "time); rename or remove it"
+    ]
+    listed = conv_frames.list_snapshots(tmp_path)
+    assert listed["snapshot"].tolist() == [later.snapshot, later.snapshot]
+    latest = conv_frames.read_snapshot(tmp_path, first)
+    assert latest.attrs["snapshot"] == later.snapshot
+    diff = conv_frames.diff_snapshots(tmp_path, first, later.snapshot, "latest")
+    assert diff.summary.endswith("0 added, 0 removed, 0 changed, 7 unchanged")
+
+
+def test_a_key_ahead_of_the_clock_fails_its_service_and_keeps_run_times(
+    emulator: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = emulator.service_sids[1], emulator.service_sids[2]
+    run = conv_frames.export_snapshots(tmp_path, [first], **options(emulator))
+    copy_snapshot(tmp_path, first, run.snapshot, "9999-12-31T235959Z")
+
+    with caplog.at_level(logging.WARNING, logger="conv_frames"):
+        later = conv_frames.export_snapshots(
+            tmp_path, [first, second], **options(emulator)
+        )
+
+    # The run's key is its start time, not one second past the stray key.
+    assert run.snapshot < later.snapshot < "2100"
+    refused, published = later.services
+    assert isinstance(refused.error, conv_frames.ExportError)
+    assert str(refused.error) == (
+        f"{tmp_path}/service_sid={first} holds snapshot=9999-12-31T235959Z, later "
+        f"than this run's start ({later.snapshot}), so a new snapshot would not be "
+        "its latest; check the clocks of the hosts that export here (NTP), then "
+        "rename or remove that folder. Nothing was exported for this service"
+    )
+    assert published.ok
+    assert (
+        published.path == f"{tmp_path}/service_sid={second}/snapshot={later.snapshot}"
+    )
+    assert any(
+        "snapshot keys later than this host's clock" in r.message
+        and "9999-12-31T235959Z" in r.message
+        for r in caplog.records
+    )
+
+
+def test_services_share_one_limit_and_slow_down_rather_than_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#6: four workers against an account that takes one request at a time."""
+    limits: list[conv_frames._services.AdaptiveLimit] = []
+
+    def recorded(*args: Any, **kwargs: Any) -> conv_frames._services.AdaptiveLimit:
+        limits.append(conv_frames._presence.AdaptiveLimit(*args, **kwargs))
+        return limits[-1]
+
+    monkeypatch.setattr(conv_frames._services, "AdaptiveLimit", recorded)
+    waits: list[float] = []
+    with Emulator(
+        users=[60, 60, 60, 60, 60, 60], seed=5, latency=0.01, max_concurrency=1
+    ) as emulator:
+        run = conv_frames.export_snapshots(
+            tmp_path,
+            emulator.service_sids,
+            max_workers=4,
+            sleep=waits.append,
+            **options(emulator),
+        )
+        statuses = [request.status for request in emulator.requests]
+
+    assert run.ok
+    assert [s.manifest["rows"] for s in run.services if s.manifest] == [60] * 6
+    (limit,) = limits
+    refused = statuses.count(429)
+    assert statuses.count(200) == 6 * 2
+    assert limit.pushbacks == refused == len(waits)
+    assert limit.limit < 2
+    assert limit.in_flight == 0
