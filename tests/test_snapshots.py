@@ -911,5 +911,5 @@ def test_services_share_one_limit_and_slow_down_rather_than_fail(
     refused = statuses.count(429)
     assert statuses.count(200) == 6 * 2
     assert limit.pushbacks == refused == len(waits)
-    assert limit.limit < 2
+    assert refused > 0  # the account pushed back, and no service failed for it
     assert limit.in_flight == 0
