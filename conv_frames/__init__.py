@@ -25,7 +25,6 @@ from ._errors import (
 )
 from ._frame import users_frame
 from ._pages import Page
-from ._parquet import read_parquet
 from ._presence import fill_presence
 from ._progress import ProgressEvent
 from ._schema import USERS_SCHEMA
@@ -35,6 +34,7 @@ from ._snapshots import (
     SnapshotRun,
     export_snapshots,
     list_snapshots,
+    read_parquet,
     read_snapshot,
 )
 

@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ._client import DEFAULT_TIMEOUT, export_users, load_users
+from ._client import (
+    DEFAULT_TIMEOUT,
+    check_max_pages,
+    check_timeout,
+    export_users,
+    load_users,
+)
+from ._config import check_count, check_page_size, check_seconds
 from ._diff import UsersDiff, diff_snapshots, diff_users
 from ._errors import (
     APIError,
@@ -41,7 +48,8 @@ from ._errors import (
     SchemaError,
     TransportError,
 )
-from ._parquet import read_parquet
+from ._parquet import atomic_path, destination, read_users_file
+from ._services import check_max_workers
 from ._snapshots import ServiceSnapshot, export_snapshots
 
 if TYPE_CHECKING:
@@ -145,6 +153,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    _check_export_flags(args)
     if args.dataset is not None:
         return _export_dataset(args)
     service_sid = _one_service(args)
@@ -163,6 +172,22 @@ def _export(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - started:.2f} s"
     )
     return EXIT_OK
+
+
+def _check_export_flags(args: argparse.Namespace) -> None:
+    """Run the library's checks on the flags, before any work, naming the flags."""
+    check_page_size(args.page_size, "--page-size")
+    check_max_pages(args.max_pages, "--max-pages")
+    check_timeout(args.timeout, "--timeout")
+    check_count(args.max_attempts, "--max-attempts")
+    check_seconds(args.max_retry_wait, "--max-retry-wait")
+    check_seconds(args.max_total_wait, "--max-total-wait")
+    if args.keep is not None:
+        check_count(args.keep, "--keep", " (snapshots kept per service)")
+    if args.wait is not None:
+        check_seconds(args.wait, "--wait", " (how long to wait for another export)")
+    if args.max_workers is not None:
+        check_max_workers(args.max_workers, "--max-workers")
 
 
 def _client_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -243,6 +268,7 @@ def _published_line(service: ServiceSnapshot) -> str:
 
 def _diff(args: argparse.Namespace) -> int:
     columns = args.columns.split(",") if args.columns else None
+    output = _changes_output(args.output) if args.output else None
     if args.dataset is not None:
         if args.files:
             raise ConfigurationError("diff takes two files or --dataset, not both")
@@ -250,22 +276,22 @@ def _diff(args: argparse.Namespace) -> int:
             args.dataset, args.service, args.old, args.new, columns=columns
         )
     elif len(args.files) == 2:
-        old, new = (read_parquet(_existing(path)) for path in args.files)
+        old, new = (_read_users_file(path) for path in args.files)
         diff = diff_users(old, new, columns=columns)
     else:
         raise ConfigurationError(
             "diff compares two Parquet files (OLD NEW), or two snapshots of "
             "--dataset ROOT (--old previous --new latest by default)"
         )
+    if output is not None:  # first: a failure is then the only line printed
+        _write_changes(diff, output)
     print(diff.summary)
     if args.list:
         _print_changes(diff)
-    if args.output:
-        _write_changes(diff, Path(args.output))
     return EXIT_OK
 
 
-def _existing(path: str) -> Path:
+def _read_users_file(path: str) -> pd.DataFrame:
     if Path(path).is_dir():
         raise ConfigurationError(
             f"{path!r} is a folder, not a Parquet file; to compare snapshots of a "
@@ -273,7 +299,22 @@ def _existing(path: str) -> Path:
         )
     if not Path(path).is_file():
         raise ConfigurationError(f"{path!r} does not exist; pass two Parquet files")
-    return Path(path)
+    return read_users_file(path)
+
+
+#: The formats ``diff --output`` writes, by file suffix.
+_CHANGES_FORMATS = (".csv", ".parquet")
+
+
+def _changes_output(path: str) -> Path:
+    """Check ``diff --output`` before any work: a known suffix, an existing folder."""
+    output = destination(_output(path))  # a folder or a device in the way: exit 7
+    if output.suffix.lower() not in _CHANGES_FORMATS:
+        raise ConfigurationError(
+            f"--output {path!r} names no format conv-frames writes; end it in "
+            f"{' or '.join(_CHANGES_FORMATS)}"
+        )
+    return output
 
 
 def _print_changes(diff: UsersDiff) -> None:
@@ -289,13 +330,15 @@ def _print_changes(diff: UsersDiff) -> None:
 
 
 def _write_changes(diff: UsersDiff, path: Path) -> None:
-    if path.suffix.lower() == ".csv":
-        changes = diff.changes.assign(
-            changed_fields=diff.changes["changed_fields"].map(";".join)
-        )
-        changes.to_csv(path, index=False)
-    else:
-        diff.changes.to_parquet(path, index=False)
+    """Write the changes whole or not at all (ExportError, exit 7)."""
+    with atomic_path(path) as temporary:
+        if path.suffix.lower() == ".csv":
+            changes = diff.changes.assign(
+                changed_fields=diff.changes["changed_fields"].map(";".join)
+            )
+            changes.to_csv(temporary, index=False)
+        else:
+            diff.changes.to_parquet(temporary, index=False)
 
 
 def _emulator(args: argparse.Namespace) -> int:

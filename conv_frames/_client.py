@@ -18,8 +18,11 @@ import pyarrow as pa
 import requests
 
 from ._config import (
+    check_count,
     check_page_size,
+    check_seconds,
     check_service_sid,
+    named,
     resolve_base_url,
     resolve_credentials,
 )
@@ -56,7 +59,15 @@ from ._transport import (
     Transport,
 )
 
-__all__ = ["DEFAULT_TIMEOUT", "Client", "export_users", "iter_user_pages", "load_users"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Client",
+    "check_max_pages",
+    "check_timeout",
+    "export_users",
+    "iter_user_pages",
+    "load_users",
+]
 
 logger = logging.getLogger("conv_frames")
 
@@ -134,7 +145,7 @@ class Client:
         retry = _retry_policy(max_attempts, max_retry_wait, max_total_wait)
         self._transport = Transport(
             self.credentials,
-            timeout=_check_timeout(timeout),
+            timeout=check_timeout(timeout),
             retry=retry,
             sleep=sleep,
             session=session,
@@ -412,7 +423,7 @@ class Client:
     def _walk(
         self, first_url: str, page_size: int, max_pages: int | None, stats: LoadStats
     ) -> Iterator[Page]:
-        _check_max_pages(max_pages)
+        check_max_pages(max_pages)
         return self._pages(first_url, page_size, max_pages, stats)
 
     def _pages(
@@ -642,22 +653,9 @@ def iter_user_pages(
 def _retry_policy(
     max_attempts: int, max_retry_wait: float, max_total_wait: float
 ) -> RetryPolicy:
-    if (
-        isinstance(max_attempts, bool)
-        or not isinstance(max_attempts, int)
-        or max_attempts < 1
-    ):
-        raise ConfigurationError(
-            f"max_attempts={max_attempts!r} must be an integer >= 1"
-        )
-    for name, value in (
-        ("max_retry_wait", max_retry_wait),
-        ("max_total_wait", max_total_wait),
-    ):
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-            raise ConfigurationError(
-                f"{name}={value!r} must be a number of seconds >= 0"
-            )
+    check_count(max_attempts, "max_attempts")
+    check_seconds(max_retry_wait, "max_retry_wait")
+    check_seconds(max_total_wait, "max_total_wait")
     return RetryPolicy(
         max_attempts=max_attempts,
         max_retry_wait=float(max_retry_wait),
@@ -665,23 +663,21 @@ def _retry_policy(
     )
 
 
-def _check_max_pages(max_pages: object) -> None:
-    if max_pages is not None and (
-        isinstance(max_pages, bool) or not isinstance(max_pages, int) or max_pages < 1
-    ):
-        raise ConfigurationError(
-            f"max_pages={max_pages!r} must be a whole number of pages >= 1, or None"
-        )
+def check_max_pages(max_pages: object, name: str = "max_pages") -> None:
+    """Refuse a page limit that is not a whole number >= 1 (None: no limit)."""
+    if max_pages is not None:
+        check_count(max_pages, name, " (pages), or None for no limit")
 
 
-def _check_timeout(timeout: Timeout) -> Timeout:
+def check_timeout(timeout: Timeout, name: str = "timeout") -> Timeout:
+    """Refuse a timeout that is not seconds, or a (connect, read) pair of them."""
     values = timeout if isinstance(timeout, tuple) else (timeout,)
     if len(values) != (2 if isinstance(timeout, tuple) else 1) or not all(
         isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < _MAX_TIMEOUT
         for v in values
     ):
         raise ConfigurationError(
-            f"timeout={timeout!r} must be seconds (more than 0, less than a day), "
+            f"{named(name, timeout)} must be seconds (more than 0, less than a day), "
             "or a (connect, read) pair of them"
         )
     return timeout

@@ -7,6 +7,7 @@ network round trip and leaves nothing half done.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -19,8 +20,11 @@ __all__ = [
     "DEFAULT_HOST",
     "MAX_PAGE_SIZE",
     "Credentials",
+    "check_count",
     "check_page_size",
+    "check_seconds",
     "check_service_sid",
+    "named",
     "resolve_base_url",
     "resolve_credentials",
 ]
@@ -149,7 +153,7 @@ def check_service_sid(service_sid: object) -> str:
     return service_sid
 
 
-def check_page_size(page_size: object) -> int:
+def check_page_size(page_size: object, name: str = "page_size") -> int:
     """Refuse a page size outside 1..1000, before any request."""
     if (
         isinstance(page_size, bool)
@@ -157,11 +161,43 @@ def check_page_size(page_size: object) -> int:
         or not 1 <= page_size <= MAX_PAGE_SIZE
     ):
         raise ConfigurationError(
-            f"page_size={page_size!r} is out of range; use an integer from 1 to "
+            f"{named(name, page_size)} is out of range; use an integer from 1 to "
             f"{MAX_PAGE_SIZE} (the API caps user pages at 50 and says so in "
             "meta.page_size)"
         )
     return page_size
+
+
+def named(name: str, value: object) -> str:
+    """How a message shows a setting: ``keep=0``, or ``--keep 0`` for a flag.
+
+    The checks below take the name to show, so that the command line runs the
+    library's own checks on its flags and its messages name the flags.
+    """
+    return f"{name} {value}" if name.startswith("--") else f"{name}={value!r}"
+
+
+def check_count(value: object, name: str, meaning: str = "") -> int:
+    """Refuse anything but a whole number >= 1; ``meaning`` ends the message."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(
+            f"{named(name, value)} must be an integer >= 1{meaning}"
+        )
+    return value
+
+
+def check_seconds(value: object, name: str, meaning: str = "") -> float:
+    """Refuse anything but a finite number of seconds >= 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ConfigurationError(
+            f"{named(name, value)} must be a finite number of seconds >= 0{meaning}"
+        )
+    return float(value)
 
 
 def _token_credentials(account_sid: str | None, auth_token: str) -> Credentials:

@@ -51,7 +51,7 @@ import orjson
 import pyarrow.parquet as pq
 
 # fsspec ships no type information; the calls made on it here are tested.
-from fsspec.core import url_to_fs  # type: ignore[import-untyped]
+from fsspec.core import split_protocol, url_to_fs  # type: ignore[import-untyped]
 from fsspec.implementations.local import (  # type: ignore[import-untyped]
     LocalFileSystem,
 )
@@ -61,6 +61,8 @@ from ._errors import (
     DatasetLockedError,
     ExportError,
     SnapshotError,
+    describe_storage_error,
+    storage_errors,
 )
 from ._lease import Holder, Lease, S3Object
 
@@ -72,9 +74,11 @@ __all__ = [
     "Listing",
     "describe_file",
     "dump_manifest",
+    "export_errors",
     "is_snapshot_key",
     "keys_after",
     "next_snapshot_key",
+    "read_errors",
     "sweep_cached_staging",
 ]
 
@@ -145,6 +149,27 @@ class Dataset:
                 parent is missing.
             SnapshotError: Without ``create``, nothing is at the root.
         """
+        if create:
+            _refuse_unlockable_store(os.fspath(root))
+        dataset = cls.resolve(root, storage_options)
+        if create:
+            dataset._check_root_to_write()
+        else:
+            dataset._check_root_to_read()
+        return dataset
+
+    @classmethod
+    def resolve(
+        cls,
+        root: str | os.PathLike[str],
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> Dataset:
+        """Resolve ``root`` to its filesystem, without looking at what is there.
+
+        Raises:
+            ConfigurationError: An empty root, an object-store URL without a
+                bucket, an unknown protocol or a missing fsspec backend.
+        """
         url = os.fspath(root)
         if not isinstance(url, str) or not url.strip():
             # An unset $ROOT in a crontab must not write into the working folder.
@@ -161,11 +186,31 @@ class Dataset:
         except ValueError as error:
             raise ConfigurationError(f"cannot open {url!r}: {error}") from error
         dataset = cls(url, fs, path)
-        if create:
-            dataset._check_root_to_write()
-        else:
-            dataset._check_root_to_read()
+        if not dataset.local and not dataset.path:
+            raise ConfigurationError(
+                f"{url!r} names no bucket: name a bucket, as in s3://BUCKET/PREFIX"
+            )
         return dataset
+
+    def locate(self) -> tuple[str, str | None, str | None]:
+        """Where the root sits in a dataset's layout, from its name alone.
+
+        Returns:
+            ``(root, service_sid, key)``: for a snapshot folder, the dataset
+            root above it (as :meth:`show` spells it), its service and key;
+            for a service folder, the root and the service; otherwise this
+            root and two Nones.
+        """
+        parent, _, name = self.path.rpartition("/")
+        if name.startswith("snapshot=") and is_snapshot_key(name[9:]):
+            root, _, service = parent.rpartition("/")
+            match = _SERVICE_DIR.fullmatch(service)
+            if match is not None and root:
+                return self.show(root), match.group(1), name[9:]
+        match = _SERVICE_DIR.fullmatch(name)
+        if match is not None and parent:
+            return self.show(parent), match.group(1), None
+        return self.show(self.path), None, None
 
     def _check_root_to_write(self) -> None:
         with export_errors(self.show(self.path)):
@@ -183,11 +228,9 @@ class Dataset:
 
     def _check_root_to_read(self) -> None:
         shown = self.show(self.path)
-        try:
+        with read_errors(shown):
             self._refuse_a_file(self.path)
             found = bool(self.fs.isdir(self.path))
-        except OSError as error:
-            raise SnapshotError(f"cannot read {shown}: {error}") from error
         if not found:
             raise SnapshotError(
                 f"no dataset at {shown}: nothing is there. Check the path (and the "
@@ -291,9 +334,10 @@ class Dataset:
                 f"cannot lock {shown}: {error}; check the bucket's name, or create "
                 "the bucket first"
             ) from error
-        except OSError as error:
+        except storage_errors() as error:
             raise ExportError(
-                f"could not lock {shown}: {error}; nothing was exported"
+                f"could not lock {shown}: {describe_storage_error(error)}; nothing "
+                "was exported"
             ) from error
 
     def renew_lock(self) -> None:
@@ -461,8 +505,9 @@ class Dataset:
         path = f"{self.snapshot_dir(service_sid, key)}/{MANIFEST_NAME}"
         shown = self.show(path)
         try:
-            manifest = orjson.loads(self.fs.cat_file(path))
-        except (OSError, orjson.JSONDecodeError) as error:
+            with read_errors(shown):
+                manifest = orjson.loads(self.fs.cat_file(path))
+        except orjson.JSONDecodeError as error:
             raise SnapshotError(f"cannot read {shown}: {error}") from error
         if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
             raise SnapshotError(f"{shown} is not a conv_frames snapshot manifest")
@@ -485,10 +530,8 @@ class Dataset:
         """
         path = f"{self.snapshot_dir(service_sid, key)}/{entry['path']}"
         shown = self.show(path)
-        try:
+        with read_errors(shown):
             data: bytes = self.fs.cat_file(path)
-        except OSError as error:
-            raise SnapshotError(f"cannot read {shown}: {error}") from error
         problem = None
         if len(data) != entry["bytes"]:
             problem = f"it has {len(data)} bytes, the manifest says {entry['bytes']}"
@@ -567,6 +610,23 @@ class Listing:
         )
 
 
+#: Protocols a dataset can be written to: a local disk, or S3 (the lease needs
+#: its conditional writes). Any fsspec protocol can be read.
+_WRITABLE_PROTOCOLS = frozenset({None, "file", "local", "s3", "s3a"})
+
+
+def _refuse_unlockable_store(url: object) -> None:
+    """Refuse to write where runs could not take turns, before opening anything."""
+    protocol = split_protocol(url)[0] if isinstance(url, str) else None
+    if protocol not in _WRITABLE_PROTOCOLS:
+        raise ConfigurationError(
+            f"cannot write snapshots to {url!r}: runs take turns on an object store "
+            "through a lease written with conditional writes, which conv-frames "
+            "does on S3 only; export to an s3:// root or a local folder (reading "
+            f"{protocol}:// works with its fsspec package installed)"
+        )
+
+
 def next_snapshot_key(listing: Listing, now: datetime) -> str:
     """Key of a run starting ``now``: its UTC second, after every existing key.
 
@@ -636,13 +696,24 @@ def dump_manifest(manifest: Mapping[str, Any]) -> bytes:
 
 @contextlib.contextmanager
 def export_errors(where: str) -> Iterator[None]:
-    """Turn OS errors while writing the dataset into an ExportError."""
+    """Turn storage errors while writing the dataset into an ExportError."""
     try:
         yield
-    except OSError as error:
+    except storage_errors() as error:
         raise ExportError(
-            f"could not write {where}: {error.strerror or error}; published "
+            f"could not write {where}: {describe_storage_error(error)}; published "
             "snapshots are untouched"
+        ) from error
+
+
+@contextlib.contextmanager
+def read_errors(where: str) -> Iterator[None]:
+    """Turn storage errors while reading the dataset into a SnapshotError."""
+    try:
+        yield
+    except storage_errors() as error:
+        raise SnapshotError(
+            f"cannot read {where}: {describe_storage_error(error)}"
         ) from error
 
 

@@ -14,11 +14,14 @@ compared field's value differs; how a value is written does not count:
   still differ. Numeric columns compare alike: ``Int64`` 1 equals ``Float64`` 1.0.
 
 Columns present on one side only are a schema change: they are reported, not
-compared.
+compared. A SID repeated within one side (exports keep duplicates as the API
+sent them) is compared by its last row, as a later page would overwrite an
+earlier one; the duplicate rows are counted per side and warned about once.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -51,6 +54,8 @@ CHANGE_KINDS = ("added", "removed", "changed")
 #: so they say nothing about the user.
 DERIVED_COLUMNS = ("url", "links")
 
+logger = logging.getLogger(__name__)
+
 _KEY = "sid"
 #: Floats below this hold every integer exactly.
 _EXACT_FLOAT_INTS = 2.0**53
@@ -76,6 +81,9 @@ class UsersDiff:
         columns_removed: Columns only ``old`` has (not compared).
         old_label: What ``old`` was (a snapshot key), for the summary.
         new_label: What ``new`` was.
+        old_duplicates: Rows of ``old`` that repeat an earlier row's SID
+            (only the last row of a SID is compared).
+        new_duplicates: The same for ``new``.
     """
 
     changes: pd.DataFrame
@@ -88,6 +96,8 @@ class UsersDiff:
     columns_removed: tuple[str, ...] = ()
     old_label: str | None = None
     new_label: str | None = None
+    old_duplicates: int = 0
+    new_duplicates: int = 0
 
     @property
     def summary(self) -> str:
@@ -106,6 +116,11 @@ class UsersDiff:
             text += f"; columns added: {', '.join(self.columns_added)}"
         if self.columns_removed:
             text += f"; columns removed: {', '.join(self.columns_removed)}"
+        if self.old_duplicates or self.new_duplicates:
+            text += (
+                f"; duplicate SID rows (last compared): {self.old_duplicates} old, "
+                f"{self.new_duplicates} new"
+            )
         return text
 
     @property
@@ -141,10 +156,13 @@ def diff_users(
     Returns:
         The changes as a DataFrame, with counts and a one-line ``summary``.
         ``attrs["snapshot"]`` of each frame, when present, labels the summary.
+        A SID repeated within a frame is compared by its last row; the
+        duplicate rows of each side are counted in ``old_duplicates`` and
+        ``new_duplicates``, in ``changes.attrs["duplicate_sids"]`` and in the
+        summary, with one WARNING.
 
     Raises:
-        SchemaError: A frame lacks ``sid``, or repeats a SID (which user
-            would be compared with which is then unknown).
+        SchemaError: A frame lacks ``sid``, or has a user without one.
         ConfigurationError: ``columns`` names a column a frame lacks.
 
     Example:
@@ -153,7 +171,17 @@ def diff_users(
         >>> print(diff.summary)  # doctest: +SKIP
         2 added, 0 removed, 1 changed (attributes 1), 997 unchanged
     """
-    before, after = _indexed(old, "old"), _indexed(new, "new")
+    (before, old_duplicates), (after, new_duplicates) = (
+        _indexed(old, "old"),
+        _indexed(new, "new"),
+    )
+    if old_duplicates or new_duplicates:
+        logger.warning(
+            "repeated SIDs: comparing the last row of each (%d duplicate rows in the "
+            "old frame, %d in the new)",
+            old_duplicates,
+            new_duplicates,
+        )
     compared = _compared_columns(before, after, columns)
     added = after.index.difference(before.index, sort=False)
     removed = before.index.difference(after.index, sort=False)
@@ -168,6 +196,7 @@ def diff_users(
     ]
     unchanged_fields: list[list[str]] = [[] for _ in range(len(added) + len(removed))]
     changes["changed_fields"] = unchanged_fields + changed_fields
+    changes.attrs["duplicate_sids"] = {"old": old_duplicates, "new": new_duplicates}
     counts = {
         name: int(differs[:, j].sum())
         for j, name in enumerate(compared)
@@ -184,6 +213,8 @@ def diff_users(
         columns_removed=tuple(c for c in old.columns if c not in new.columns),
         old_label=old.attrs.get("snapshot"),
         new_label=new.attrs.get("snapshot"),
+        old_duplicates=old_duplicates,
+        new_duplicates=new_duplicates,
     )
 
 
@@ -228,20 +259,19 @@ def _difference_matrix(
     return differs
 
 
-def _indexed(frame: pd.DataFrame, side: str) -> pd.DataFrame:
+def _indexed(frame: pd.DataFrame, side: str) -> tuple[pd.DataFrame, int]:
+    """The frame indexed by SID, the last row of each; and how many rows repeat one."""
     if _KEY not in frame.columns:
         raise SchemaError(f"the {side} frame has no {_KEY!r} column to match users by")
     sids = frame[_KEY]
     if sids.isna().any():
         raise SchemaError(f"the {side} frame has users without a {_KEY!r}")
-    repeated = sids[sids.duplicated()].unique()
-    if len(repeated):
-        shown = ", ".join(str(sid) for sid in repeated[:3])
-        raise SchemaError(
-            f"the {side} frame repeats {len(repeated)} SIDs ({shown}); drop the "
-            "duplicates first (frame.drop_duplicates('sid', keep='last'))"
-        )
-    return frame.set_index(frame[_KEY].astype("string").rename(None), drop=False)
+    repeated = sids.duplicated(keep="last").to_numpy()
+    duplicates = int(repeated.sum())
+    if duplicates:
+        frame = frame[~repeated]
+    indexed = frame.set_index(frame[_KEY].astype("string").rename(None), drop=False)
+    return indexed, duplicates
 
 
 def _compared_columns(

@@ -22,6 +22,7 @@ no header is ever quoted.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,8 @@ __all__ = [
     "ServicesLoadError",
     "SnapshotError",
     "TransportError",
+    "describe_storage_error",
+    "storage_errors",
 ]
 
 #: Statuses that say "try again later" rather than "this request is wrong".
@@ -174,3 +177,29 @@ class DatasetLockedError(ExportError):
 
 class SnapshotError(ConvFramesError):
     """A snapshot is missing, too new to read, or fails its checksums."""
+
+
+@functools.cache
+def storage_errors() -> tuple[type[Exception], ...]:
+    """The foreign errors of a filesystem whose storage failed.
+
+    fsspec filesystems raise ``OSError``, except s3fs, which lets botocore's
+    own errors through when no answer came (an endpoint that cannot be
+    reached) or a request could not even be built.
+    """
+    try:
+        # botocore ships no type information; only its base class is used.
+        from botocore.exceptions import BotoCoreError  # type: ignore[import-untyped]
+    except ImportError:  # no S3 support installed
+        return (OSError,)
+    return (OSError, BotoCoreError)
+
+
+def describe_storage_error(error: Exception) -> str:
+    """Why storage failed, and what to check when the store was not reached."""
+    if isinstance(error, OSError):
+        return str(error.strerror or error)
+    return (
+        f"{error}; check the store's endpoint (endpoint_url in storage_options, "
+        "or AWS_ENDPOINT_URL), the network and the credentials"
+    )

@@ -40,7 +40,12 @@ from typing import Any
 
 import orjson
 
-from ._errors import ConfigurationError, DatasetLockedError, ExportError
+from ._errors import (
+    ConfigurationError,
+    DatasetLockedError,
+    ExportError,
+    storage_errors,
+)
 
 __all__ = ["LEASE_SECONDS", "RENEW_SECONDS", "Holder", "Lease", "S3Object"]
 
@@ -329,7 +334,7 @@ class Lease:
             try:
                 if not self._store.delete(self._etag):
                     logger.warning("the lock on %s was no longer ours", self._root)
-            except OSError as error:
+            except storage_errors() as error:
                 logger.warning(
                     "could not remove the lock on %s (it lapses within %d s): %s",
                     self._root,
@@ -344,7 +349,7 @@ class Lease:
             except DatasetLockedError as error:
                 logger.error("%s", error)
                 return
-            except OSError as error:
+            except storage_errors() as error:
                 logger.warning(
                     "could not renew the lock on %s, trying again in %d s: %s",
                     self._root,

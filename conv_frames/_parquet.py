@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._errors import ConfigurationError, ExportError, SchemaError
+from ._errors import ConfigurationError, ExportError
 from ._frame import (
     check_dtype_backend,
     decode_attribute_text,
@@ -29,7 +29,13 @@ from ._frame import (
 )
 from ._schema import ATTRIBUTES, USERS_SCHEMA, DtypeBackend
 
-__all__ = ["ATTRS_KEY", "ParquetSink", "atomic_path", "read_parquet", "write_table"]
+__all__ = [
+    "ATTRS_KEY",
+    "ParquetSink",
+    "atomic_path",
+    "read_users_file",
+    "write_table",
+]
 
 #: Users per Parquet row group. pyarrow's writer keeps some 28 KB per row group
 #: until the file closes, so a group per 50-user page would grow with the service;
@@ -207,20 +213,20 @@ def destination(path: str | os.PathLike[str]) -> Path:
     return final
 
 
-def read_parquet(
+def read_users_file(
     path: str | os.PathLike[str] | BinaryIO,
     *,
     dtype_backend: DtypeBackend = "numpy_nullable",
 ) -> pd.DataFrame:
-    """Read an export back to the DataFrame :func:`load_users` returned.
+    """Read one exported Parquet file back to the frame :func:`load_users` returned.
 
     The dtypes, the decoded ``attributes`` and ``df.attrs`` are restored.
-    ``path`` may also be an open binary file (an fsspec file, ``BytesIO``);
-    :func:`read_snapshot` reads a snapshot of a dataset.
+    ``path`` may also be an open binary file (an fsspec file, ``BytesIO``).
+    :func:`conv_frames.read_parquet` also reads snapshots of a dataset.
 
     Raises:
-        ConfigurationError: ``dtype_backend`` is not a known backend.
-        SchemaError: The file is not Parquet, or not a conv_frames users export.
+        ConfigurationError: ``dtype_backend`` is not a known backend, or the
+            file is not Parquet, or not a conv_frames users export.
         FileNotFoundError: There is no file at ``path``.
     """
     check_dtype_backend(dtype_backend)
@@ -230,10 +236,14 @@ def read_parquet(
     except (pa.ArrowInvalid, OSError) as error:
         if isinstance(error, FileNotFoundError):
             raise
-        raise SchemaError(f"{path} is not a readable Parquet file: {error}") from None
+        raise ConfigurationError(
+            f"{path} is not a readable Parquet file: {error}"
+        ) from None
     missing = [name for name in USERS_SCHEMA.names if name not in table.column_names]
     if missing:
-        raise SchemaError(f"{path} is not a users export: it lacks columns {missing}")
+        raise ConfigurationError(
+            f"{path} is not a users export: it lacks columns {missing}"
+        )
     table = _cast_to_schema(table)
     frame = table_to_frame(
         table,
@@ -251,7 +261,7 @@ def _stored_attrs(file: pq.ParquetFile, path: object) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         attrs = None
     if not isinstance(attrs, dict):
-        raise SchemaError(
+        raise ConfigurationError(
             f"{path} has a {ATTRS_KEY.decode()} metadata entry that is not a JSON "
             "object; the file was changed by another tool"
         )

@@ -18,13 +18,13 @@ from typing import Any
 import pandas as pd
 
 from ._client import Client
-from ._config import check_page_size, check_service_sid
-from ._errors import ConfigurationError, ServicesLoadError
+from ._config import check_count, check_page_size, check_service_sid
+from ._errors import ServicesLoadError
 from ._frame import InvalidAttributes, check_dtype_backend, check_invalid_attributes
 from ._presence import AdaptiveLimit
 from ._schema import DtypeBackend
 
-__all__ = ["load_services", "shared_limit"]
+__all__ = ["check_max_workers", "load_services", "shared_limit"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def load_services(
         >>> frames = load_services(["IS...", "IS..."])  # doctest: +SKIP
     """
     sids = list(dict.fromkeys(check_service_sid(sid) for sid in service_sids))
-    _check_max_workers(max_workers)
+    check_max_workers(max_workers)
     check_page_size(page_size)
     check_dtype_backend(dtype_backend)
     check_invalid_attributes(invalid_attributes)
@@ -161,13 +161,10 @@ def shared_limit(client_options: Mapping[str, Any], workers: int) -> dict[str, A
     return {**client_options, "request_limit": limit}
 
 
-def _check_max_workers(max_workers: object) -> None:
-    if (
-        isinstance(max_workers, bool)
-        or not isinstance(max_workers, int)
-        or max_workers < 1
-    ):
-        raise ConfigurationError(
-            f"max_workers={max_workers!r} must be an integer >= 1 (services "
-            "loaded at once; each keeps one request in flight)"
-        )
+def check_max_workers(max_workers: object, name: str = "max_workers") -> None:
+    """Refuse a number of services at once that is not a whole number >= 1."""
+    check_count(
+        max_workers,
+        name,
+        " (services loaded at once; each keeps one request in flight)",
+    )

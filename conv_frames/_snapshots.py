@@ -7,7 +7,9 @@ services (named, listed by ``/v1/Services``, the default one that
 in a staging folder, and publishes it with a manifest (see
 :mod:`conv_frames._dataset` for the layout). One service's failure is
 reported in its entry and leaves the others alone.
-:func:`read_snapshot` and :func:`list_snapshots` read published snapshots.
+:func:`read_snapshot` and :func:`list_snapshots` read published snapshots;
+:func:`read_parquet` reads an exported file or a snapshot, whichever a path
+names.
 """
 
 from __future__ import annotations
@@ -23,15 +25,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ._client import Client
-from ._config import check_page_size, check_service_sid
+from ._client import Client, check_max_pages
+from ._config import check_count, check_page_size, check_seconds, check_service_sid
 from ._dataset import (
     MANIFEST_FORMAT,
     PART_NAME,
@@ -40,9 +42,11 @@ from ._dataset import (
     Listing,
     describe_file,
     dump_manifest,
+    export_errors,
     is_snapshot_key,
     keys_after,
     next_snapshot_key,
+    read_errors,
 )
 from ._errors import (
     ConfigurationError,
@@ -50,11 +54,12 @@ from ._errors import (
     ExportError,
     SchemaError,
     SnapshotError,
+    storage_errors,
 )
 from ._frame import InvalidAttributes, check_dtype_backend, check_invalid_attributes
-from ._parquet import read_parquet
+from ._parquet import read_users_file
 from ._schema import DtypeBackend
-from ._services import shared_limit
+from ._services import check_max_workers, shared_limit
 
 __all__ = [
     "ServiceSnapshot",
@@ -62,6 +67,7 @@ __all__ = [
     "describe_column_changes",
     "export_snapshots",
     "list_snapshots",
+    "read_parquet",
     "read_snapshot",
 ]
 
@@ -199,12 +205,15 @@ def export_snapshots(
         >>> run.raise_for_failures()  # doctest: +SKIP
     """
     selected = _check_selection(service_sids, all_services, default_service)
-    _check_settings(keep, max_workers, lock_timeout, page_size, invalid_attributes)
+    _check_settings(
+        keep, max_workers, lock_timeout, page_size, max_pages, invalid_attributes
+    )
     with Client(**client_options) as client:  # credentials are checked first
         dataset = Dataset.open(root, storage_options, create=True)
         sleep = client_options.get("sleep", time.sleep)
         with dataset.lock(lock_timeout, sleep=sleep):
-            listing = dataset.sweep(Listing.scan(dataset))
+            with export_errors(dataset.show(dataset.path)):
+                listing = dataset.sweep(Listing.scan(dataset))
             key = next_snapshot_key(listing, datetime.now(UTC))
             plan = _plan(client, selected, all_services, default_service, key)
             settings = _Settings(
@@ -254,14 +263,15 @@ def read_snapshot(
     """
     check_dtype_backend(dtype_backend)
     dataset = Dataset.open(root, storage_options)
-    listing = Listing.scan(dataset)
+    with read_errors(dataset.show(dataset.path)):
+        listing = Listing.scan(dataset)
     sid = _pick_service(listing, service_sid, dataset)
     key = _pick_snapshot(listing, sid, snapshot, dataset)
     (entry,) = dataset.read_manifest(sid, key)["files"]
     data = dataset.read_file(sid, key, entry)
     try:
-        frame = read_parquet(io.BytesIO(data), dtype_backend=dtype_backend)
-    except (SchemaError, pa.ArrowException) as error:
+        frame = read_users_file(io.BytesIO(data), dtype_backend=dtype_backend)
+    except (ConfigurationError, SchemaError, pa.ArrowException) as error:
         raise SnapshotError(
             f"{dataset.show(dataset.snapshot_dir(sid, key))}/{entry['path']} is not "
             f"a users export: {error}"
@@ -271,6 +281,91 @@ def read_snapshot(
     frame.attrs["service_sid"] = sid
     frame.attrs["snapshot"] = key
     return frame
+
+
+def read_parquet(
+    path: str | os.PathLike[str] | BinaryIO,
+    *,
+    service_sid: str | None = None,
+    snapshot: str = "latest",
+    dtype_backend: DtypeBackend = "numpy_nullable",
+    storage_options: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Read an export or a snapshot back to the frame :func:`load_users` returned.
+
+    ``path`` (local, or an fsspec URL such as ``s3://bucket/users``) may name:
+
+    - a Parquet file written by an export (or an open binary file);
+    - a snapshot folder (``.../service_sid=IS.../snapshot=2026-12-04T020000Z``);
+    - a service folder (``.../service_sid=IS...``): its ``snapshot``;
+    - a dataset root: the ``snapshot`` of ``service_sid``, which may be left
+      out when the dataset holds one service.
+
+    Snapshots are read as :func:`read_snapshot` reads them: published ones
+    only, checked against their manifest.
+
+    Args:
+        path: What to read, as above.
+        service_sid: The service, for a dataset root holding several.
+        snapshot: ``"latest"``, ``"previous"`` or a key, for a dataset root
+            or a service folder.
+        dtype_backend: ``"numpy_nullable"`` or ``"pyarrow"`` column dtypes.
+        storage_options: Options of the fsspec filesystem.
+
+    Returns:
+        The users, with the provenance of the load in ``DataFrame.attrs``
+        (and ``"snapshot"``, its key, when a snapshot was read).
+
+    Raises:
+        ConfigurationError: A file that is not a users export, or a
+            ``service_sid`` or ``snapshot`` that contradicts the folder named.
+        SnapshotError: Nothing is at ``path``, or no such published snapshot.
+
+    Example:
+        >>> conv_frames.read_parquet("data/users")  # doctest: +SKIP
+    """
+    check_dtype_backend(dtype_backend)
+    if not isinstance(path, str | os.PathLike):
+        return read_users_file(path, dtype_backend=dtype_backend)
+    place = Dataset.resolve(path, storage_options)
+    shown = place.show(place.path)
+    with read_errors(shown):
+        if place.fs.isfile(place.path):
+            _refuse_selection(shown, service_sid, snapshot)
+            if place.local:
+                return read_users_file(place.path, dtype_backend=dtype_backend)
+            with place.fs.open(place.path, "rb") as handle:
+                return read_users_file(handle, dtype_backend=dtype_backend)
+    root, sid, key = place.locate()
+    return read_snapshot(
+        root,
+        _agree(shown, "service_sid", service_sid, sid, None),
+        _agree(shown, "snapshot", snapshot, key, "latest") or snapshot,
+        dtype_backend=dtype_backend,
+        storage_options=storage_options,
+    )
+
+
+def _refuse_selection(shown: str, service_sid: str | None, snapshot: str) -> None:
+    if service_sid is not None or snapshot != "latest":
+        raise ConfigurationError(
+            f"{shown} is a file, which holds one export: service_sid and snapshot "
+            "choose within a dataset; pass the dataset root to choose"
+        )
+
+
+def _agree(
+    shown: str, name: str, given: str | None, named: str | None, default: str | None
+) -> str | None:
+    """The folder's own service or key; one given that differs is refused."""
+    if named is None:
+        return given
+    if given not in (default, named):
+        raise ConfigurationError(
+            f"{shown} is the folder of {name} {named}, and {name}={given!r} was "
+            "asked for; pass the dataset root to choose another"
+        )
+    return named
 
 
 #: The columns of :func:`list_snapshots` and their dtypes.
@@ -297,7 +392,8 @@ def list_snapshots(
         ``rows``, ``started_at`` and ``ended_at`` (UTC) and ``path``.
     """
     dataset = Dataset.open(root, storage_options)
-    listing = Listing.scan(dataset)
+    with read_errors(dataset.show(dataset.path)):
+        listing = Listing.scan(dataset)
     services = listing.services()
     if service_sid is not None:
         services = [check_service_sid(service_sid)]
@@ -390,25 +486,22 @@ def _check_settings(
     max_workers: int,
     lock_timeout: float | None,
     page_size: int,
+    max_pages: int | None,
     invalid_attributes: InvalidAttributes,
 ) -> None:
+    """Refuse bad settings before the lock is taken or a request sent."""
     check_page_size(page_size)
+    check_max_pages(max_pages)
     check_invalid_attributes(invalid_attributes)
-    if lock_timeout is not None and (
-        isinstance(lock_timeout, bool)
-        or not isinstance(lock_timeout, int | float)
-        or lock_timeout < 0
-    ):
-        raise ConfigurationError(
-            f"lock_timeout={lock_timeout!r} must be seconds >= 0, or None to wait "
-            "as long as the other run takes"
+    check_max_workers(max_workers)
+    if lock_timeout is not None:
+        check_seconds(
+            lock_timeout,
+            "lock_timeout",
+            ", or None to wait as long as the other run takes",
         )
-    counts: dict[str, object] = {"max_workers": max_workers}
     if keep is not None:
-        counts["keep"] = keep
-    for name, value in counts.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigurationError(f"{name}={value!r} must be an integer >= 1")
+        check_count(keep, "keep", " (snapshots kept per service), or None")
 
 
 def _plan(
@@ -575,7 +668,7 @@ def _apply_retention(settings: _Settings, service_sid: str, keep: int) -> None:
     for key in keys[:-keep]:
         try:
             dataset.remove(service_sid, key)
-        except OSError as error:
+        except storage_errors() as error:
             logger.warning(
                 "could not remove %s (keep=%d): %s",
                 dataset.show(dataset.snapshot_dir(service_sid, key)),
@@ -650,6 +743,13 @@ def _pick_service(listing: Listing, service_sid: str | None, dataset: Dataset) -
     if service_sid is not None:
         return check_service_sid(service_sid)
     services = listing.services()
+    root, sid, key = dataset.locate()
+    if not services and sid is not None:
+        folder = f"snapshot {key} of service {sid}" if key else f"service {sid}"
+        raise ConfigurationError(
+            f"{dataset.show(dataset.path)} is the folder of {folder} inside a "
+            f"dataset; pass the dataset root, {root}"
+        )
     if len(services) != 1:
         raise ConfigurationError(
             f"{dataset.show(dataset.path)} holds {len(services)} services "

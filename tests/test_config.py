@@ -151,8 +151,8 @@ def test_unsafe_base_urls_are_refused(base_url: str, message: str) -> None:
         ({"timeout": -1}, r"timeout=-1 must be seconds \(more than 0"),
         ({"timeout": (1.0,)}, r"timeout=\(1.0,\) must be seconds"),
         ({"timeout": float("inf")}, "timeout=inf must be seconds"),
-        ({"max_pages": 0}, "max_pages=0 must be a whole number of pages"),
-        ({"max_pages": "2"}, "max_pages='2' must be a whole number of pages"),
+        ({"max_pages": 0}, "max_pages=0 must be an integer >= 1"),
+        ({"max_pages": "2"}, "max_pages='2' must be an integer >= 1"),
         ({"dtype_backend": "numpy"}, "dtype_backend='numpy' is not supported"),
     ],
 )

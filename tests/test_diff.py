@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from scripted import (
     ACCOUNT_SID,
@@ -198,12 +199,51 @@ def test_a_column_added_or_removed_is_reported_not_compared() -> None:
     )
 
 
-def test_repeated_sids_are_refused_with_the_way_out() -> None:
-    old = frame([user_record(1), user_record(1, identity="twin")])
+DUPLICATED_OLD = [
+    user_record(1, identity="first-spelling"),
+    user_record(2),
+    user_record(1),
+]
+DUPLICATED_NEW = [
+    user_record(1),
+    user_record(2, friendly_name="Early"),
+    user_record(2),
+    user_record(1, friendly_name="Renamed"),
+]
+DUPLICATES_SUMMARY = (
+    "0 added, 0 removed, 1 changed (friendly_name 1), 1 unchanged; "
+    "duplicate SID rows (last compared): 1 old, 2 new"
+)
 
-    with pytest.raises(conv_frames.SchemaError, match="repeats 1 SIDs") as caught:
-        conv_frames.diff_users(old, frame(NEW))
-    assert "drop_duplicates" in str(caught.value)
+
+def test_repeated_sids_are_compared_by_their_last_row_and_counted_per_side(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    old, new = frame(DUPLICATED_OLD), frame(DUPLICATED_NEW)
+    caplog.clear()  # building the frames warns too
+    with caplog.at_level("WARNING", logger="conv_frames"):
+        diff = conv_frames.diff_users(old, new)
+
+    assert diff.summary == DUPLICATES_SUMMARY
+    assert (diff.old_duplicates, diff.new_duplicates) == (1, 2)
+    assert diff.changes.attrs["duplicate_sids"] == {"old": 1, "new": 2}
+    assert diff.changes[["sid", "identity", "change"]].astype(str).values.tolist() == [
+        [user_sid(1), "agent-001", "changed"]
+    ]
+    assert [r.getMessage() for r in caplog.records] == [
+        "repeated SIDs: comparing the last row of each (1 duplicate rows in the old "
+        "frame, 2 in the new)"
+    ]
+
+
+def test_the_diff_command_compares_snapshots_that_repeat_sids(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = export(tmp_path, DUPLICATED_OLD), export(tmp_path, DUPLICATED_NEW)
+
+    assert main(["diff", "--dataset", str(tmp_path)]) == 0
+
+    assert capsys.readouterr().out == f"{first} -> {second}: {DUPLICATES_SUMMARY}\n"
 
 
 def export(root: Path, records: list[dict[str, Any]]) -> str:
@@ -295,3 +335,77 @@ def test_the_diff_command_refuses_what_it_cannot_compare(
 ) -> None:
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_diff_output_is_checked_before_any_work_and_written_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old_file, new_file = tmp_path / "old.parquet", tmp_path / "new.parquet"
+    export_file(old_file, OLD)
+    export_file(new_file, NEW)
+    argv = ["diff", str(old_file), str(new_file), "--output"]
+    missing, text = tmp_path / "nodir" / "changes.csv", tmp_path / "changes.txt"
+    taken = tmp_path / "taken.csv"
+    taken.mkdir()  # a folder where the file should go: refused, not replaced
+
+    assert main([*argv, str(missing)]) == 2
+    assert capsys.readouterr().err == (
+        f"conv-frames: ConfigurationError: the folder of --output {str(missing)!r} "
+        "does not exist; create it first\n"
+    )
+    assert main([*argv, str(text)]) == 2
+    assert capsys.readouterr().err == (
+        f"conv-frames: ConfigurationError: --output {str(text)!r} names no format "
+        "conv-frames writes; end it in .csv or .parquet\n"
+    )
+    assert main([*argv, str(taken)]) == 7
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"conv-frames: ExportError: {taken} exists and is not a regular file (a "
+        "folder or a device); refusing to replace it, choose another path\n"
+    )
+    assert main([*argv, str(tmp_path / "changes.PARQUET")]) == 0
+    written = pd.read_parquet(tmp_path / "changes.PARQUET")
+
+    assert written["change"].tolist() == ["added", "removed", "changed", "changed"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "changes.PARQUET",
+        "new.parquet",
+        "old.parquet",
+        "taken.csv",
+    ]
+    assert list(taken.iterdir()) == []
+
+
+def test_diff_of_files_that_are_no_users_export_is_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new_file, text, other = (tmp_path / name for name in ("n.parquet", "a.csv", "o.pq"))
+    export_file(new_file, NEW)
+    text.write_text("sid,identity\n")
+    pq.write_table(pa.table({"sid": ["US1"]}), other)
+
+    assert main(["diff", str(text), str(new_file)]) == 2
+    assert f"ConfigurationError: {text} is not a readable Parquet file" in (
+        capsys.readouterr().err
+    )
+    assert main(["diff", str(other), str(new_file)]) == 2
+    assert f"ConfigurationError: {other} is not a users export" in (
+        capsys.readouterr().err
+    )
+
+
+def test_diff_of_a_service_folder_names_the_dataset_root_to_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export(tmp_path, OLD)
+    export(tmp_path, NEW)
+    service = tmp_path / f"service_sid={SERVICE_SID}"
+
+    assert main(["diff", "--dataset", str(service)]) == 2
+
+    assert capsys.readouterr().err == (
+        f"conv-frames: ConfigurationError: {service} is the folder of service "
+        f"{SERVICE_SID} inside a dataset; pass the dataset root, {tmp_path}\n"
+    )

@@ -702,7 +702,7 @@ def test_the_api_refusing_exits_3_after_one_request(
         (
             ["--page-size", "0"],
             {},
-            "page_size=0 is out of range; use an integer from 1 to 1000",
+            "--page-size 0 is out of range; use an integer from 1 to 1000",
         ),
         (
             [],

@@ -28,7 +28,6 @@ from scripted import user_sid as sid
 from conv_frames import (
     ConfigurationError,
     ExportError,
-    SchemaError,
     read_parquet,
     users_frame,
 )
@@ -243,13 +242,16 @@ def test_a_file_from_another_writer_with_plain_text_attributes_is_read(
     assert_frame_equal(read_parquet(path), users_frame([make_user(1)]))
 
 
-def test_a_parquet_file_that_is_not_a_users_export_is_a_schema_error(
+def test_a_parquet_file_that_is_not_a_users_export_is_bad_input(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "other.parquet"
     pq.write_table(pa.table({"sid": ["US1"], "score": [1]}), path)
 
-    with pytest.raises(SchemaError, match=re.escape(f"{path} is not a users export")):
+    # Bad input, not the API breaking its contract (SchemaError).
+    with pytest.raises(
+        ConfigurationError, match=re.escape(f"{path} is not a users export")
+    ):
         read_parquet(path)
 
 
@@ -587,9 +589,9 @@ def test_a_path_that_names_no_file_is_a_configuration_error(bad: Any) -> None:
         export([[make_user(1)]], bad)
 
 
-def test_a_file_that_is_not_parquet_is_a_schema_error(tmp_path: Path) -> None:
+def test_a_file_that_is_not_parquet_is_bad_input(tmp_path: Path) -> None:
     path = tmp_path / "users.parquet"
     path.write_text("name,sid\n")
 
-    with pytest.raises(SchemaError, match="is not a readable Parquet file"):
+    with pytest.raises(ConfigurationError, match="is not a readable Parquet file"):
         read_parquet(path)

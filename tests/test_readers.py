@@ -327,3 +327,65 @@ def test_each_reader_types_the_partition_keys_as_the_readme_says(
     assert isinstance(pandas["snapshot"].dtype, pd.CategoricalDtype)
     assert pandas["snapshot"].cat.categories.tolist() == keys
     assert pandas["service_sid"].cat.categories.tolist() == sids
+
+
+def test_read_parquet_reads_a_file_a_snapshot_a_service_folder_or_a_dataset(
+    dataset: dict[str, Any], tmp_path: Path
+) -> None:
+    root, (old, new), first = dataset["root"], dataset["keys"], dataset["first"]
+    service = root / f"service_sid={first}"
+    latest = conv_frames.read_snapshot(root, first)
+    previous = conv_frames.read_snapshot(root, first, "previous")
+    one = tmp_path / "one"  # a dataset of one service: no SID needed
+    shutil.copytree(service, one / service.name)
+    read = conv_frames.read_parquet
+
+    frames = {
+        "root": read(root, service_sid=first),
+        "root previous": read(root, service_sid=first, snapshot="previous"),
+        "one-service root": read(one),
+        "service": read(service),
+        "service by key": read(service, snapshot=old),
+        "snapshot": read(service / f"snapshot={old}"),
+        "file": read(service / f"snapshot={new}" / "part-0.parquet"),
+    }
+
+    for name in ("root", "one-service root", "service", "file"):
+        pd.testing.assert_frame_equal(frames[name], latest, obj=name)
+    for name in ("root previous", "service by key", "snapshot"):
+        pd.testing.assert_frame_equal(frames[name], previous, obj=name)
+    assert [frames[name].attrs.get("snapshot") for name in frames] == [
+        new,
+        old,
+        new,
+        new,
+        old,
+        old,
+        None,
+    ]
+    assert len(latest) == len(dataset["users"][first])
+
+
+@pytest.mark.parametrize(
+    ("where", "selection", "message"),
+    [
+        ("root", {}, "holds 2 services"),
+        ("service", {"service_sid": "IS" + "0" * 32}, "is the folder of service_sid"),
+        ("snapshot", {"snapshot": "previous"}, "is the folder of snapshot"),
+        ("file", {"snapshot": "previous"}, "is a file, which holds one export"),
+    ],
+)
+def test_read_parquet_refuses_a_selection_its_path_contradicts(
+    dataset: dict[str, Any], where: str, selection: dict[str, str], message: str
+) -> None:
+    root, (_, new), first = dataset["root"], dataset["keys"], dataset["first"]
+    snapshot = root / f"service_sid={first}" / f"snapshot={new}"
+    paths = {
+        "root": root,
+        "service": snapshot.parent,
+        "snapshot": snapshot,
+        "file": snapshot / "part-0.parquet",
+    }
+
+    with pytest.raises(conv_frames.ConfigurationError, match=message):
+        conv_frames.read_parquet(paths[where], **selection)

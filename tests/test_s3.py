@@ -574,11 +574,17 @@ def test_a_missing_bucket_and_other_object_stores_are_refused_with_the_way_out(
             storage_options=s3["options"],
             **credentials(emulator),
         )
-    with pytest.raises(conv_frames.ConfigurationError, match="on S3 only"):
-        conv_frames.export_snapshots(
-            "memory://conv-frames/users",
-            [emulator.service_sid],
-            **credentials(emulator),
+    for root in ("memory://conv-frames/users", "gs://bucket/users"):
+        with pytest.raises(conv_frames.ConfigurationError) as caught:
+            conv_frames.export_snapshots(
+                root, [emulator.service_sid], **credentials(emulator)
+            )
+        protocol = root.split(":")[0]
+        assert str(caught.value) == (
+            f"cannot write snapshots to {root!r}: runs take turns on an object "
+            "store through a lease written with conditional writes, which "
+            "conv-frames does on S3 only; export to an s3:// root or a local folder "
+            f"(reading {protocol}:// works with its fsspec package installed)"
         )
 
 
@@ -752,3 +758,70 @@ def test_the_command_line_exports_and_diffs_on_s3_with_the_usual_aws_settings(
     assert capsys.readouterr().out.endswith(
         ": 0 added, 0 removed, 0 changed, 75 unchanged\n"
     )
+
+
+def test_an_unreachable_store_or_no_bucket_is_one_line_and_its_exit_code(
+    emulator: Emulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as probe:  # a port on which nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name, value in FAKE_AWS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # one try, not botocore's retries
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", emulator.account_sid)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", emulator.auth_token)
+    # s3fs keeps one filesystem per set of options, whatever the environment says.
+    fsspec.get_filesystem_class("s3").clear_instance_cache()
+    export = ["export", emulator.service_sid, "--base-url", emulator.base_url]
+
+    codes = [
+        main([*export, "--dataset", "s3://bkt/users"]),
+        main(["diff", "--dataset", "s3://bkt/users"]),
+        main([*export, "--dataset", "s3://"]),
+        main(["diff", "--dataset", "s3://"]),
+    ]
+    lines = capsys.readouterr().err.splitlines()
+    fsspec.get_filesystem_class("s3").clear_instance_cache()
+
+    assert codes == [7, 1, 2, 2]
+    assert len(lines) == 4
+    hint = (
+        "; check the store's endpoint (endpoint_url in storage_options, or "
+        "AWS_ENDPOINT_URL), the network and the credentials"
+    )
+    assert lines[0].startswith("conv-frames: ExportError: could not lock s3://bkt/")
+    assert lines[0].endswith(f"{hint}; nothing was exported")
+    assert lines[1].startswith("conv-frames: SnapshotError: cannot read s3://bkt/")
+    assert lines[1].endswith(hint)
+    assert f"http://127.0.0.1:{port}/bkt" in lines[0]
+    assert (
+        lines[2:]
+        == [
+            "conv-frames: ConfigurationError: 's3://' names no bucket: name a bucket, "
+            "as in s3://BUCKET/PREFIX"
+        ]
+        * 2
+    )
+
+
+def test_read_parquet_reads_snapshots_on_s3_whatever_the_path_names(
+    s3: dict[str, Any], emulator: Emulator
+) -> None:
+    root, sid = new_root(), emulator.service_sid
+    options = {"storage_options": s3["options"]}
+    run = conv_frames.export_snapshots(
+        root, all_services=True, **options, **credentials(emulator)
+    )
+    latest = conv_frames.read_snapshot(root, sid, **options)
+    snapshot = f"{root}/service_sid={sid}/snapshot={run.snapshot}"
+
+    for path in (snapshot.rsplit("/", 1)[0], snapshot, f"{snapshot}/part-0.parquet"):
+        assert_frame_equal(conv_frames.read_parquet(path, **options), latest)
+    assert_frame_equal(
+        conv_frames.read_parquet(root, service_sid=sid, **options), latest
+    )
+    assert len(latest) == len(emulator.users(sid))

@@ -913,3 +913,53 @@ def test_services_share_one_limit_and_slow_down_rather_than_fail(
     assert limit.pushbacks == refused == len(waits)
     assert refused > 0  # the account pushed back, and no service failed for it
     assert limit.in_flight == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--wait", "nan"], "--wait nan must be a finite number of seconds >= 0"),
+        (["--wait", "inf"], "--wait inf must be a finite number of seconds >= 0"),
+        (["--wait", "-1"], "--wait -1.0 must be a finite number of seconds >= 0"),
+        (["--keep", "0"], "--keep 0 must be an integer >= 1"),
+        (["--max-workers", "0"], "--max-workers 0 must be an integer >= 1"),
+        (["--max-pages", "-1"], "--max-pages -1 must be an integer >= 1"),
+        (["--page-size", "0"], "--page-size 0 is out of range"),
+    ],
+)
+def test_bad_flags_are_refused_by_their_name_before_the_lock_is_taken(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    flags: list[str],
+    message: str,
+) -> None:
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", ACCOUNT_SID)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+    root = tmp_path / "users"
+
+    assert main(["export", SERVICE_SID, "--dataset", str(root), *flags]) == 2
+
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"conv-frames: ConfigurationError: {message}")
+    assert not root.exists()  # refused before the root was made or locked
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"max_pages": -1}, "max_pages=-1 must be an integer >= 1 (pages)"),
+        ({"lock_timeout": float("nan")}, "lock_timeout=nan must be a finite"),
+        ({"keep": 0}, "keep=0 must be an integer >= 1"),
+    ],
+)
+def test_bad_settings_of_the_library_are_refused_before_the_lock_is_taken(
+    tmp_path: Path, setting: dict[str, Any], message: str
+) -> None:
+    root = tmp_path / "users"
+
+    with pytest.raises(conv_frames.ConfigurationError) as caught:
+        conv_frames.export_snapshots(root, [SERVICE_SID], **setting, **CREDENTIALS)
+
+    assert str(caught.value).startswith(message)
+    assert not root.exists()
