@@ -260,6 +260,7 @@ class Client:
         initial_concurrency: int | None = None,
         errors: PresenceErrors = "raise",
         progress: Progress = None,
+        only_unfilled: bool = False,
     ) -> pd.DataFrame:
         """Fetch each user of ``frame`` for ``is_online`` and ``is_notifiable``.
 
@@ -275,7 +276,9 @@ class Client:
             max_concurrency=max_concurrency,
             initial_concurrency=initial_concurrency,
         )
-        return fetcher.fill(frame, errors=errors, progress=progress)
+        return fetcher.fill(
+            frame, errors=errors, progress=progress, only_unfilled=only_unfilled
+        )
 
     def export_users(
         self,

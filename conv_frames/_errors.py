@@ -50,7 +50,18 @@ TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class ConvFramesError(Exception):
-    """Root of every error conv_frames raises."""
+    """Root of every error conv_frames raises.
+
+    Attributes:
+        frame: Set on an error that stopped a presence fill (#5): the users
+            with the presence fetched so far, the rest null. Pass it to
+            ``fill_presence(frame, only_unfilled=True)`` to fetch the rest.
+            None on every other error.
+        unfilled: With ``frame``, the SIDs of the users not fetched yet.
+    """
+
+    frame: pd.DataFrame | None = None
+    unfilled: tuple[str, ...] = ()
 
 
 class ConfigurationError(ConvFramesError, ValueError):

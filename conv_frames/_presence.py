@@ -88,6 +88,9 @@ DEFAULT_INITIAL_CONCURRENCY = 4
 _TICK = 0.1
 #: Longest wait for a slot before looking again, in seconds.
 _POLL = 0.25
+#: Seconds a failed or interrupted fill waits for its workers before it
+#: raises, leaving any still blocked in a read behind.
+_STOP_GRACE = 0.5
 #: Longest wait, in round trips, between two probes past a refused level.
 _MAX_PATIENCE = 64
 
@@ -116,10 +119,15 @@ class AdaptiveLimit:
       sent before the last cut do not cut again. Other faults are not
       pushback: a 503 or a reset says nothing about how many the server takes.
     - Memory: the in-flight level of the last pushback is kept. Growing past
-      it is slower, each refused probe doubling the wait before the next, and
-      stops while ``probing`` is off (the pool turns it off near the end of
-      the work, where a refused request would wait out its ``Retry-After``
-      after all the rest is done).
+      it is slower: a probe refused at that level doubles the wait before the
+      next, and growth stops while ``probing`` is off (the pool turns it off
+      near the end of the work, where a refused request would wait out its
+      ``Retry-After`` after all the rest is done).
+    - Forgiveness: the memory fades. Every 16 round trips of clean answers
+      halve the wait between probes, and a pushback below the level the last cut
+      left (a 429 the pool did not cause: another client of the account, a blip)
+      cuts the limit but does not lengthen that wait. A few stray 429s thus
+      cost a few round trips, never the rest of the fill (#5).
 
     Args:
         maximum: Never more in flight than this (the account's limit, if known).
@@ -219,6 +227,8 @@ class AdaptiveLimit:
         # Called once the slot is back: with it, were the slots (nearly) all used?
         if self.in_flight + 1 < int(self.limit) - 1:
             return  # the limit was not in use: this says nothing about it
+        # Sixteen round trips of clean answers halve the patience.
+        self._patience = max(1.0, self._patience * 0.5 ** (1 / (16 * self.limit)))
         if self._slow_start:
             step = 1.0
         elif self._ceiling is None or self.limit + 1 < self._ceiling:
@@ -232,11 +242,18 @@ class AdaptiveLimit:
             self._ceiling = None  # the server now takes more than it did
             self._patience = 1.0
 
+    @property
+    def _level_cut_to(self) -> float:
+        return (self._ceiling or 0) * self.decrease
+
     def _shrink(self, ticket: Ticket) -> None:
         self.pushbacks += 1
         if ticket.epoch != self._epoch:
             return  # sent before the last cut, which already answered this
-        if self._ceiling is not None:
+        if self._ceiling is not None and ticket.in_flight > self._level_cut_to:
+            # Refused again after growing back: wait longer before the next
+            # probe. A 429 below the level of the last cut is noise, or
+            # another client's, and is not held against the pool.
             self._patience = min(self._patience * 2, _MAX_PATIENCE)
         self._ceiling = ticket.in_flight
         self._slow_start = False
@@ -294,6 +311,7 @@ class PresenceFetcher:
         *,
         errors: PresenceErrors = "raise",
         progress: Progress = None,
+        only_unfilled: bool = False,
     ) -> pd.DataFrame:
         """Return a copy of ``frame`` with ``is_online`` and ``is_notifiable`` filled.
 
@@ -301,13 +319,25 @@ class PresenceFetcher:
         """
         check_presence_errors(errors)
         keys = _user_keys(frame)
-        unique = list(dict.fromkeys(keys))
+        known = _known_presence(frame, keys) if only_unfilled else {}
+        unique = [key for key in dict.fromkeys(keys) if key not in known]
         started = datetime.now(UTC)
         clock = time.perf_counter()
 
         run = _PoolRun(self, unique, errors=errors)
-        outcome = run.execute(progress)
-        self._refuse_if_every_fetch_was_refused(unique, outcome)
+        try:
+            outcome = run.execute(progress)
+            self._refuse_if_every_fetch_was_refused(unique, outcome)
+        except ConvFramesError as error:
+            # Keep what was fetched, for the caller to resume from.
+            presence = {**known, **run.outcome.presence}
+            error.unfilled = tuple(
+                key[1] for key in unique if key not in run.outcome.presence
+            )
+            error.frame = _filled_frame(frame, keys, presence)
+            error.frame.attrs["presence_unfilled_sids"] = list(error.unfilled)
+            raise
+        outcome.presence.update(known)
 
         failures = {
             key[1]: describe_fault(outcome.failed[key])
@@ -388,7 +418,7 @@ class _PoolRun:
         self._held = threading.local()  # each worker's ticket, for the retry hooks
         self.retry_reasons: collections.Counter[str] = collections.Counter()
         self._last_wait = 1.0  # seconds the last 429 made a fetch wait
-        self._network_failures_in_a_row = 0  # the lenient mode's circuit breaker
+        self._failures_in_a_row = 0  # the lenient mode's circuit breaker
         self._clock = time.perf_counter()
 
     @property
@@ -424,20 +454,33 @@ class _PoolRun:
         ]
         self._running = count
         with ProgressReporter(progress, task="presence", total=self.total) as report:
+            finished = False
             try:
                 for worker in workers:
                     worker.start()
                 self._watch(report)
+                finished = self.outcome.fatal is None
             finally:
                 self._stop.set()
                 self.limit.cancel()
-                for worker in workers:
-                    worker.join()
+                self._join(workers, patient=finished)
                 transport.close()  # a session of the caller's stays open
             if self.outcome.fatal is not None:
                 raise self.outcome.fatal
             report.finish(self.settled, **self._counts())
         return self.outcome
+
+    def _join(self, workers: list[threading.Thread], *, patient: bool) -> None:
+        """Wait for the workers; after a failure or Ctrl-C, only a short while.
+
+        A worker blocked in a read (a stalled request) would hold an error up
+        to the read timeout (#5). The workers are daemon threads: one still
+        reading after the grace is left behind, and its answer is dropped.
+        """
+        deadline = None if patient else time.monotonic() + _STOP_GRACE
+        for worker in workers:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            worker.join(left)
 
     def _transport(self, workers: int) -> Transport:
         fetcher = self.fetcher
@@ -454,10 +497,10 @@ class _PoolRun:
     def _on_retry(self, event: RetryEvent) -> None:
         """A fetch failed and will be sent again after ``event.wait`` seconds.
 
-        The fetch hands its slot to another worker while it waits. A 429 also
-        shrinks the limit; at one request in flight, the slot is kept instead,
-        so that nothing at all is sent until the wait is over. Any other fault
-        leaves the limit as it is.
+        The fetch hands its slot to another worker while it waits, even at
+        one request in flight: a stray 429 must not stop the whole pool for
+        its ``Retry-After`` (#5). A 429 also shrinks the limit; any other
+        fault leaves the limit as it is.
         """
         with self._lock:
             self.retry_reasons[event.reason] += 1
@@ -473,9 +516,6 @@ class _PoolRun:
             return
         if event.pushback:
             self._last_wait = event.wait
-            if self.limit.at_floor:
-                self.limit.learn(ticket, "pushback")
-                return
         self._held.ticket = None
         self.limit.release(ticket, "pushback" if event.pushback else "none", wake=True)
 
@@ -490,8 +530,8 @@ class _PoolRun:
             self._held.ticket = self.limit.acquire()
 
     def _watch(self, report: ProgressReporter) -> None:
-        """Report progress and steer probing until the workers are done."""
-        while not self._done.wait(_TICK):
+        """Report progress and steer probing until the workers are done or stop."""
+        while not self._done.wait(_TICK) and not self._stop.is_set():
             self.limit.probing = self._worth_probing()
             report.update(self.settled, **self._counts())
 
@@ -535,7 +575,7 @@ class _PoolRun:
         try:
             self.outcome.presence[key] = self._fetch(transport, key, stats)
             answer = "clean"
-            self._network_failures_in_a_row = 0
+            self._failures_in_a_row = 0
         except ConvFramesError as error:
             if isinstance(error, APIError) and not error.is_transient:
                 answer = "clean"  # a prompt 404 still says the server is at ease
@@ -597,20 +637,17 @@ class _PoolRun:
         if self.errors == "null" and _concerns_one_user(error):
             with self._lock:
                 self.outcome.failed[key] = error
-                if isinstance(error, TransportError):
-                    self._network_failures_in_a_row += 1
-                broken = self._network_failures_in_a_row >= NETWORK_FAILURES_TO_STOP
+                if _outlasted_retries(error):
+                    self._failures_in_a_row += 1
+                broken = self._failures_in_a_row >= FAILURES_IN_A_ROW_TO_STOP
             if not broken:
                 return
-            # Every fetch failing on the network is the server's failure, not
-            # each user's: lenient mode must not crawl through every retry of
-            # every remaining user (hours for a dead server).
-            error = TransportError(
-                f"{NETWORK_FAILURES_TO_STOP} user fetches in a row failed on the "
-                f"network, the last with: {error}",
-                url=error.url if isinstance(error, TransportError) else "",
-                transient=False,
-            )
+            # Every fetch failing after its retries (5xx, resets, timeouts) is
+            # the server's failure, not each user's: lenient mode is for a few
+            # users, and must not crawl through every retry of every remaining
+            # user (hours for a dead server).
+            self._fatal(_server_failing(error))
+            return
         self._fatal(error)
 
     def _fatal(self, error: BaseException) -> None:
@@ -628,6 +665,7 @@ def fill_presence(
     initial_concurrency: int | None = None,
     errors: PresenceErrors = "raise",
     progress: Progress = None,
+    only_unfilled: bool = False,
     **client_options: Any,
 ) -> pd.DataFrame:
     """Fill ``is_online`` and ``is_notifiable`` by fetching each user of a frame.
@@ -663,6 +701,10 @@ def fill_presence(
             listed from another service, account or host).
         progress: None shows a bar where someone watches, True or False
             forces it, a callable gets :class:`ProgressEvent` objects.
+        only_unfilled: Resume a fill that failed: fetch only the users the
+            failed fill left (``attrs["presence_unfilled_sids"]`` of the
+            error's ``frame``) and keep every other row's presence. Without
+            that list, the rows whose two columns are both null are fetched.
         **client_options: The options of :class:`Client` (credentials,
             ``base_url``, timeouts, ``max_attempts``...). A ``session`` given
             there carries the fetches as it is: give its adapter a pool of
@@ -686,7 +728,10 @@ def fill_presence(
         ConfigurationError: Bad arguments or credentials, or a frame without
             SIDs; nothing was sent.
         APIError, TransportError, SchemaError: A user's fetch failed for good,
-            or (``errors="null"``) every fetch was refused with one 4xx.
+            or (``errors="null"``) every fetch was refused with one 4xx. The
+            error's ``frame`` holds the presence fetched so far, and its
+            ``unfilled`` the SIDs still to fetch: pass the frame back with
+            ``only_unfilled=True`` to resume.
 
     Example:
         >>> users = conv_frames.load_users("IS...")  # doctest: +SKIP
@@ -701,6 +746,7 @@ def fill_presence(
             initial_concurrency=initial_concurrency,
             errors=errors,
             progress=progress,
+            only_unfilled=only_unfilled,
         )
 
 
@@ -852,9 +898,30 @@ def _read_presence(body: Any, sid: str) -> Presence:
     return values[0], values[1]
 
 
-#: Network failures in a row (no fetch succeeding between them) after which a
-#: lenient fill gives up: the server, not the users, is failing.
-NETWORK_FAILURES_TO_STOP = 8
+#: Fetches in a row that failed after all their retries (a 5xx, a reset, a
+#: timeout; no fetch succeeding between them) after which a lenient fill gives
+#: up: the server, not the users, is failing.
+FAILURES_IN_A_ROW_TO_STOP = 8
+
+
+def _outlasted_retries(error: ConvFramesError) -> bool:
+    """Whether a fetch failed on a transient fault that every retry met again."""
+    if isinstance(error, APIError):
+        return error.is_transient
+    return isinstance(error, TransportError)
+
+
+def _server_failing(last: ConvFramesError) -> TransportError:
+    error = TransportError(
+        f"{FAILURES_IN_A_ROW_TO_STOP} user fetches in a row failed after all "
+        f"their retries, the last with: {last}. The server is failing, not "
+        "single users: the fill stopped (errors='null' only skips a few users "
+        "that cannot be fetched). Try again later",
+        url=getattr(last, "url", ""),
+        transient=False,
+    )
+    error.__cause__ = last
+    return error
 
 
 def _concerns_one_user(error: ConvFramesError) -> bool:
@@ -862,6 +929,30 @@ def _concerns_one_user(error: ConvFramesError) -> bool:
     if isinstance(error, APIError):
         return error.status == 404 or error.is_transient
     return isinstance(error, TransportError | SchemaError)
+
+
+def _known_presence(
+    frame: pd.DataFrame, keys: Sequence[UserKey]
+) -> dict[UserKey, Presence]:
+    """The rows a resumed fill keeps: all but ``attrs["presence_unfilled_sids"]``.
+
+    Without that list (a frame that no failed fill returned), the rows whose
+    two columns are both null are fetched again.
+    """
+    unfilled = frame.attrs.get("presence_unfilled_sids")
+    known: dict[UserKey, Presence] = {}
+    columns = [frame.get(name) for name in ("is_online", "is_notifiable")]
+    for position, key in enumerate(keys):
+        values = [
+            None
+            if column is None or pd.isna(column.iloc[position])
+            else bool(column.iloc[position])
+            for column in columns
+        ]
+        missing = key[1] in unfilled if unfilled is not None else values == [None] * 2
+        if not missing:
+            known[key] = (values[0], values[1])
+    return known
 
 
 def _filled_frame(

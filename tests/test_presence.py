@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -499,6 +500,56 @@ def test_a_user_that_cannot_be_fetched_is_an_error(emu: Emulator) -> None:
     assert MISSING_USER in caught.value.url
 
 
+def test_an_error_does_not_wait_for_a_stalled_request() -> None:
+    # The first request stalls for 8 s; a 404 of one of the two missing users
+    # stops the fill, which must not sit out the stall before raising.
+    stall = FaultPlan(at={0: Fault("stall", seconds=8.0)})
+    with Emulator(users=1, faults=stall) as emu:
+        one = listed(emu)
+        users = pd.concat(
+            [one, one.assign(sid=MISSING_USER), one.assign(sid="US" + "e" * 32)]
+        )
+        clock = time.monotonic()
+        with pytest.raises(APIError) as caught:
+            conv_frames.fill_presence(users, initial_concurrency=3, **options(emu))
+        elapsed = time.monotonic() - clock
+
+    assert caught.value.status == 404
+    assert elapsed < 4.0  # a generous bound; waiting would take 8 s
+
+
+def test_a_failed_fill_keeps_what_it_fetched_and_resumes(
+    sleeps: SleepRecorder,
+) -> None:
+    # Every request from the 40th on fails; the fill stops with the users
+    # fetched so far in the error's frame, and a resume fetches only the rest.
+    with Emulator(users=120, seed=4) as emu:
+        users = listed(emu)
+        clean = conv_frames.fill_presence(users, **options(emu))
+    failing = FaultPlan(at={n: "status_503" for n in range(40, 400)})
+    with Emulator(users=120, seed=4, faults=failing) as emu:
+        with pytest.raises(APIError) as caught:
+            conv_frames.fill_presence(
+                users, **options(emu, max_attempts=1, sleep=sleeps)
+            )
+    partial = caught.value.frame
+    assert partial is not None
+    fetched = [sid for sid in users["sid"] if sid not in caught.value.unfilled]
+    assert 30 <= len(fetched) < 120
+    assert partial.attrs["presence_unfilled_sids"] == list(caught.value.unfilled)
+    rows = partial["sid"].isin(fetched).to_numpy()
+    assert presence(partial[rows]) == presence(clean[rows])
+    assert presence(partial[~rows]) == [(None, None)] * int((~rows).sum())
+
+    with Emulator(users=120, seed=4) as emu:
+        resumed = conv_frames.fill_presence(partial, only_unfilled=True, **options(emu))
+        fetches = user_fetches(emu)
+
+    assert presence(resumed) == presence(clean)
+    assert sorted(fetches) == sorted(caught.value.unfilled)
+    assert resumed.attrs["presence_users"] == len(caught.value.unfilled)
+
+
 def test_lenient_mode_leaves_a_counted_null_and_logs_once(
     emu: Emulator, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -757,6 +808,43 @@ def test_after_a_pushback_growth_is_additive_and_careful_near_the_ceiling() -> N
     assert limit.ceiling is None
 
 
+def test_stray_pushbacks_do_not_hold_the_limit_down() -> None:
+    # One 429 in 50 answers that the pool did not cause (another client of
+    # the account): each cuts the limit, and clean answers win it back.
+    limit = AdaptiveLimit(16, initial=16)
+    pool = SaturatedPool(limit)
+
+    seen = []
+    for _ in range(60):
+        pool.answer("clean", 49)
+        pool.answer("pushback")
+        seen.append(limit.limit)
+    pool.answer("clean", 200)
+
+    assert min(seen[30:]) >= 4
+    assert limit.limit == 16  # all the way back once the 429s stop
+    assert limit.ceiling is None
+
+
+def test_a_pushback_below_the_remembered_level_adds_no_patience() -> None:
+    limit = AdaptiveLimit(64, initial=10)
+    tickets = [limit.acquire() for _ in range(10)]
+    limit.release(tickets[-1], "pushback")  # refused at 10: remembered
+    for ticket in tickets[:-1]:
+        limit.release(ticket, "none")
+    low = [limit.acquire() for _ in range(3)]
+    limit.release(low[-1], "pushback")  # refused with only 3 in flight
+    for ticket in low[:-1]:
+        limit.release(ticket, "none")
+
+    assert limit.ceiling == 3
+    assert limit.limit == pytest.approx(2.1)
+    pool = SaturatedPool(limit)
+    pool.answer("clean", 40)
+    assert limit.ceiling is None  # it grew past 3 within a few round trips
+    assert limit.limit > 5
+
+
 def test_the_limit_stays_between_one_and_the_maximum() -> None:
     limit = AdaptiveLimit(5, initial=8)
     assert limit.limit == 5
@@ -801,12 +889,35 @@ def test_a_dead_server_stops_a_lenient_fill_instead_of_crawling() -> None:
     waits = SleepRecorder()
     with pytest.raises(
         conv_frames.TransportError,
-        match="8 user fetches in a row failed on the network",
+        match="8 user fetches in a row failed after all their retries",
     ):
         conv_frames.fill_presence(frame, errors="null", **{**settings, "sleep": waits})
 
     # Far fewer than 200 users x 2 attempts were tried before giving up.
     assert len(waits.waits) < 50
+
+
+def test_a_server_answering_503_to_everything_stops_a_lenient_fill() -> None:
+    """A 5xx that outlasts the retries counts as the server failing, like a reset."""
+    always = FaultPlan(rate=1.0, kinds=["status_503"])
+    waits = SleepRecorder()
+    with Emulator(users=200, seed=3, faults=always) as emu:
+        frame = listed(emu)
+        with pytest.raises(conv_frames.TransportError) as caught:
+            conv_frames.fill_presence(
+                frame, errors="null", **options(emu, max_attempts=2, sleep=waits)
+            )
+        sent = len(emu.requests)
+
+    assert str(caught.value).startswith(
+        "8 user fetches in a row failed after all their retries, the last with: "
+        "HTTP 503"
+    )
+    assert "errors='null' only skips a few users" in str(caught.value)
+    assert isinstance(caught.value.__cause__, APIError)
+    assert caught.value.__cause__.status == 503
+    # Far fewer than 200 users x 2 attempts were sent before giving up.
+    assert sent < 150
 
 
 @pytest.mark.parametrize("frame", [None, [{"sid": "US1"}], pd.Series(["US1"])])
