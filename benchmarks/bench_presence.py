@@ -69,11 +69,16 @@ class Run:
     requests: int
     refused: int
     peak: int
-    final: int
+    pushback: int | None
     correct: int
 
     def rate(self, users: int) -> float:
         return users / self.seconds
+
+    @property
+    def in_flight(self) -> str:
+        """Peak requests in flight, and how many were when a 429 last cut the pool."""
+        return f"{self.peak}/{'-' if self.pushback is None else self.pushback}"
 
 
 def serve(settings: Settings, conn: Connection) -> None:
@@ -150,7 +155,7 @@ def fill(
         requests=filled.attrs["presence_requests"],
         refused=after[429] - before[429],
         peak=filled.attrs["presence_peak_concurrency"],
-        final=filled.attrs["presence_concurrency"],
+        pushback=filled.attrs["presence_pushback_concurrency"],
         correct=count_correct(filled),
     )
 
@@ -173,7 +178,7 @@ def report(settings: Settings, runs: list[Run]) -> None:
     )
     header = (
         f"{'mode':<7} {'seconds':>8} {'users/s':>8} {'of ideal':>9} {'requests':>9} "
-        f"{'429s':>5} {'in flight (peak/end)':>21} {'CPU/user':>9} {'correct':>15}"
+        f"{'429s':>5} {'in flight (peak/429)':>21} {'CPU/user':>9} {'correct':>15}"
     )
     print(header)
     for run in runs:
@@ -181,7 +186,7 @@ def report(settings: Settings, runs: list[Run]) -> None:
         print(
             f"{run.mode:<7} {run.seconds:>8.2f} {rate:>8,.0f} "
             f"{rate / settings.ideal:>9.1%} {run.requests:>9,} {run.refused:>5} "
-            f"{f'{run.peak}/{run.final}':>21} "
+            f"{run.in_flight:>21} "
             f"{run.cpu_seconds / settings.users * 1e6:>7.0f}us "
             f"{f'{run.correct:,}/{settings.users:,}':>15}"
         )
@@ -196,11 +201,27 @@ def report(settings: Settings, runs: list[Run]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--limit", type=int, default=16, help="requests in flight")
-    parser.add_argument("--latency", type=float, default=0.010, help="seconds")
-    parser.add_argument("--repeat", type=int, default=1, help="fills of each kind")
-    parser.add_argument("--lifetime", type=float, default=DEFAULT_LIFETIME)
+    parser.add_argument(
+        "--users", type=int, default=10_000, help="users in the emulated service"
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=16,
+        help="the account's concurrency limit: requests in flight",
+    )
+    parser.add_argument(
+        "--latency", type=float, default=0.010, help="seconds each request takes"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="timed fills of each kind (told, untold)"
+    )
+    parser.add_argument(
+        "--lifetime",
+        type=float,
+        default=DEFAULT_LIFETIME,
+        help="seconds after which the emulator stops by itself",
+    )
     args = parser.parse_args(argv)
     settings = Settings(args.users, args.limit, args.latency, args.lifetime)
     # Retries log at DEBUG and the table counts the 429s; a fault of another

@@ -23,6 +23,7 @@ from ._schema import ATTRIBUTES, DtypeBackend, pandas_dtype
 __all__ = [
     "ALL",
     "NOTIFIABLE_STATES",
+    "NOT_FETCHED",
     "ONLINE_STATES",
     "flatten_attributes",
     "presence_summary",
@@ -30,14 +31,20 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: States of ``is_online`` in a summary: true, false, and null.
-ONLINE_STATES = ("online", "offline", "unknown")
-#: States of ``is_notifiable`` in a summary: true, false, and null.
-NOTIFIABLE_STATES = ("notifiable", "not notifiable", "unknown")
+#: The state of a user whose fetch failed or never ran: neither true, false nor null.
+NOT_FETCHED = "not fetched"
+#: States of ``is_online`` in a summary: true, false, null, and never fetched.
+ONLINE_STATES = ("online", "offline", "unknown", NOT_FETCHED)
+#: States of ``is_notifiable`` in a summary: true, false, null, and never fetched.
+NOTIFIABLE_STATES = ("notifiable", "not notifiable", "unknown", NOT_FETCHED)
 #: The label of a margin: every state of the other measure together.
 ALL = "all"
 
 _UNKNOWN = 2  # the code of a null state
+_NOT_FETCHED = 3  # the code of a user whose fetch failed or never ran
+_STATES = len(ONLINE_STATES)
+#: The attrs of a fill that list users it did not fetch (#5).
+_UNFETCHED_ATTRS = ("presence_failed_sids", "presence_unfilled_sids")
 
 #: An attribute's path of keys, outermost first.
 KeyPath = tuple[str, ...]
@@ -52,12 +59,17 @@ def presence_summary(
 ) -> pd.DataFrame:
     """Count users by online and notifiable state, with shares, as a tidy frame.
 
-    Each state is ``online``/``offline``/``unknown`` and
-    ``notifiable``/``not notifiable``/``unknown``, where unknown is a null in
-    the frame: the API did not say (or presence was never fetched). One row
-    per pair of states (the cross-tabulation), one per state of each measure
-    alone (the other is ``"all"``), and the total (``"all"``, ``"all"``):
-    16 rows, or 16 per group of ``by``.
+    Each state is ``online``/``offline``/``unknown``/``not fetched`` and
+    ``notifiable``/``not notifiable``/``unknown``/``not fetched``. Unknown is
+    a null the API reported: it did not say. Not fetched is a user the fill
+    did not reach: its fetch failed in lenient mode
+    (``attrs["presence_failed_sids"]``) or a failed fill left it
+    (``attrs["presence_unfilled_sids"]``); such a user is not fetched in both
+    measures, whatever its columns hold. A null in a frame that was never
+    filled counts as unknown. One row per pair of states (the
+    cross-tabulation), one per state of each measure alone (the other is
+    ``"all"``), and the total (``"all"``, ``"all"``): 25 rows, or 25 per
+    group of ``by``.
 
     Args:
         frame: Users with ``is_online`` and ``is_notifiable`` columns (true,
@@ -81,6 +93,12 @@ def presence_summary(
         >>> summary = presence_summary(users)  # doctest: +SKIP
         >>> summary.query("notifiable == 'all' and online != 'all'")  # doctest: +SKIP
     """
+    if not isinstance(frame, pd.DataFrame):
+        raise ConfigurationError(
+            f"presence_summary expects a DataFrame of users, not "
+            f"{type(frame).__name__}; pass the frame fill_presence(frame) or "
+            "load_users(..., presence=True) returns"
+        )
     keys = _as_list(by)
     missing = [c for c in ("is_online", "is_notifiable") if c not in frame]
     if missing:
@@ -91,6 +109,8 @@ def presence_summary(
     _check_by(frame, keys)
     online = _state_codes(frame["is_online"], "is_online")
     notifiable = _state_codes(frame["is_notifiable"], "is_notifiable")
+    unfetched = _unfetched(frame)
+    online[unfetched] = notifiable[unfetched] = _NOT_FETCHED
     _warn_if_never_fetched(frame, online, notifiable)
 
     if not keys:
@@ -199,8 +219,10 @@ def _check_by(frame: pd.DataFrame, keys: list[Hashable]) -> None:
     """Refuse ``by`` columns that are missing or hold values groupby cannot key."""
     for key in keys:
         if not _is_hashable(key):
+            # The type only: a Series or a list may hold users' data.
             raise ConfigurationError(
-                f"by={key!r} is not a column name; pass a name, or a list of names"
+                f"by holds a {type(key).__name__}, which is not a column name; "
+                "pass a column's name, or a list of names"
             )
     missing = [key for key in keys if key not in frame.columns]
     if missing:
@@ -260,10 +282,19 @@ def _state_codes(column: pd.Series[Any], name: str) -> np.ndarray[Any, Any]:
     return np.where(unknown, _UNKNOWN, np.where(true, 0, 1))
 
 
+def _unfetched(frame: pd.DataFrame) -> np.ndarray[Any, Any]:
+    """Which rows' users the fill listed as failed or left unfilled."""
+    sids = {sid for name in _UNFETCHED_ATTRS for sid in frame.attrs.get(name) or ()}
+    if not sids or "sid" not in frame.columns:
+        return np.zeros(len(frame), dtype=bool)
+    return np.asarray(frame["sid"].isin(sids), dtype=bool)
+
+
 def _summary_rows(
     online: np.ndarray[Any, Any], notifiable: np.ndarray[Any, Any]
 ) -> pd.DataFrame:
-    grid = np.bincount(online * 3 + notifiable, minlength=9).reshape(3, 3)
+    grid = np.bincount(online * _STATES + notifiable, minlength=_STATES**2)
+    grid = grid.reshape(_STATES, _STATES)
     rows: list[tuple[str, str, int]] = []
     for i, online_state in enumerate(ONLINE_STATES):
         for j, notifiable_state in enumerate(NOTIFIABLE_STATES):

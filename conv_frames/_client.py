@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from types import TracebackType
@@ -48,7 +50,7 @@ from ._presence import (
     check_load_presence,
     with_presence,
 )
-from ._progress import Progress, ProgressReporter
+from ._progress import Progress, ProgressReporter, check_progress
 from ._schema import DtypeBackend
 from ._transport import (
     LoadStats,
@@ -67,6 +69,7 @@ __all__ = [
     "export_users",
     "iter_user_pages",
     "load_users",
+    "open_client",
 ]
 
 logger = logging.getLogger("conv_frames")
@@ -331,6 +334,7 @@ class Client:
     ) -> dict[str, Any]:
         """Walk, type and optionally write every page; return the provenance."""
         check_invalid_attributes(invalid_attributes)
+        check_progress(progress)
         first_url = self._users_url(service_sid, page_size)
         tally = _Tally(service_sid, datetime.now(UTC))
         tally.stats.run_cancelled = cancel
@@ -621,7 +625,7 @@ def export_users(
     Returns:
         The provenance stored in the file: rows, pages, requests, retries...
     """
-    with Client(**client_options) as client:
+    with open_client(export_users, client_options) as client:
         return client.export_users(
             service_sid,
             parquet_path,
@@ -647,10 +651,49 @@ def iter_user_pages(
     Yields:
         Page: a list of user dicts with ``number``, ``url`` and ``page_size``.
     """
-    with Client(**client_options) as client:
+    with open_client(iter_user_pages, client_options) as client:
         yield from client.iter_user_pages(
             service_sid, page_size=page_size, max_pages=max_pages
         )
+
+
+#: The way out for options people pass where they do not apply.
+_OPTION_ADVICE = {
+    "presence": "to fetch presence, use load_users(..., presence=True) or "
+    "fill_presence(frame)",
+}
+
+
+def open_client(caller: Callable[..., Any], options: Mapping[str, Any]) -> Client:
+    """Make the :class:`Client` of a function that takes ``**client_options``.
+
+    An option that neither the function nor the client takes is refused here,
+    by name, with the function and what to use instead, rather than as
+    ``TypeError: Client.__init__() got an unexpected keyword argument``.
+
+    Raises:
+        ConfigurationError: An unknown option, or what :class:`Client` refuses.
+    """
+    accepted = set(inspect.signature(Client).parameters)
+    unknown = [name for name in options if name not in accepted]
+    if unknown:
+        raise ConfigurationError(_unknown_option(caller, unknown[0], accepted))
+    return Client(**options)
+
+
+def _unknown_option(caller: Callable[..., Any], name: str, client: set[str]) -> str:
+    own = [
+        parameter.name
+        for parameter in inspect.signature(caller).parameters.values()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    advice = _OPTION_ADVICE.get(name.split("_")[0])
+    if advice is None:
+        close = difflib.get_close_matches(name, [*own, *sorted(client)], n=1)
+        advice = f"did you mean {close[0]}?" if close else None
+    if advice is None:
+        advice = f"it takes {', '.join(own)} and the options of Client"
+    return f"{caller.__name__}() has no option {name!r}; {advice}"
 
 
 def _retry_policy(

@@ -47,7 +47,7 @@ from ._errors import (
     SchemaError,
     TransportError,
 )
-from ._progress import Progress, ProgressReporter
+from ._progress import Progress, ProgressReporter, check_progress
 from ._transport import (
     LoadStats,
     RetryEvent,
@@ -60,6 +60,8 @@ from ._transport import (
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
+    "MAX_CONCURRENCY",
+    "MAX_THREADS",
     "AdaptiveLimit",
     "Answer",
     "Cancelled",
@@ -84,6 +86,13 @@ Answer = Literal["clean", "pushback", "none"]
 DEFAULT_MAX_CONCURRENCY = 32
 #: Requests in flight when a fill starts; slow start doubles it each round trip.
 DEFAULT_INITIAL_CONCURRENCY = 4
+#: Most worker threads a fill starts, whatever ``max_concurrency`` says: each
+#: request in flight needs a thread, and a few thousand threads exhaust the
+#: process (or the OS) long before any account takes that many requests (#5).
+MAX_THREADS = 256
+#: The largest ``max_concurrency`` accepted; a larger one is refused, not
+#: clamped, since the pool could never keep that many requests in flight.
+MAX_CONCURRENCY = MAX_THREADS
 #: Seconds between two progress reports (and two looks at the backlog).
 _TICK = 0.1
 #: Longest wait for a slot before looking again, in seconds.
@@ -123,6 +132,9 @@ class AdaptiveLimit:
       next, and growth stops while ``probing`` is off (the pool turns it off
       near the end of the work, where a refused request would wait out its
       ``Retry-After`` after all the rest is done).
+    - Record: ``pushback_level`` keeps the in-flight count at the last
+      pushback that cut the limit (None until one does), for the caller to
+      report what the server took; it does not fade.
     - Forgiveness: the memory fades. Every 16 round trips of clean answers
       halve the wait between probes, and a pushback below the level the last cut
       left (a 429 the pool did not cause: another client of the account, a blip)
@@ -149,6 +161,7 @@ class AdaptiveLimit:
         self.in_flight = 0
         self.peak = 0
         self.pushbacks = 0
+        self.pushback_level: int | None = None
         self._slow_start = True
         self._ceiling: int | None = None
         self._patience = 1.0
@@ -255,7 +268,7 @@ class AdaptiveLimit:
             # probe. A 429 below the level of the last cut is noise, or
             # another client's, and is not held against the pool.
             self._patience = min(self._patience * 2, _MAX_PATIENCE)
-        self._ceiling = ticket.in_flight
+        self._ceiling = self.pushback_level = ticket.in_flight
         self._slow_start = False
         self._epoch += 1
         self.limit = max(1.0, min(self.limit, ticket.in_flight) * self.decrease)
@@ -318,6 +331,7 @@ class PresenceFetcher:
         See :func:`conv_frames.fill_presence`.
         """
         check_presence_errors(errors)
+        check_progress(progress)
         keys = _user_keys(frame)
         known = _known_presence(frame, keys) if only_unfilled else {}
         unique = [key for key in dict.fromkeys(keys) if key not in known]
@@ -354,8 +368,9 @@ class PresenceFetcher:
             "presence_retries": run.retries,
             "presence_retry_reasons": dict(run.retry_reasons.most_common()),
             "presence_max_concurrency": self.max_concurrency,
+            "presence_threads": run.threads,
             "presence_peak_concurrency": run.limit.peak,
-            "presence_concurrency": max(1, int(run.limit.limit)),
+            "presence_pushback_concurrency": run.limit.pushback_level,
             "presence_seconds": round(time.perf_counter() - clock, 3),
         }
         filled = _filled_frame(frame, keys, outcome.presence)
@@ -432,6 +447,11 @@ class _PoolRun:
         return sum(stats.retries for stats in self._stats)
 
     @property
+    def threads(self) -> int:
+        """Worker threads for this fill: see :func:`pool_threads`."""
+        return pool_threads(self.total, self.fetcher.max_concurrency)
+
+    @property
     def settled(self) -> int:
         """Users filled or given up on."""
         return len(self.outcome.presence) + len(self.outcome.failed)
@@ -440,8 +460,7 @@ class _PoolRun:
         """Fetch every user; raise the first failure unless lenient."""
         if not self.total:
             return self.outcome
-        # A worker waiting out a backoff holds no slot: spares take it meanwhile.
-        count = min(self.total, 2 * self.fetcher.max_concurrency)
+        count = self.threads
         transport = self._transport(count)
         workers = [
             threading.Thread(
@@ -648,7 +667,7 @@ class _PoolRun:
             # user (hours for a dead server).
             self._fatal(_server_failing(error))
             return
-        self._fatal(error)
+        self._fatal(_with_lenient_hint(error) if self.errors == "raise" else error)
 
     def _fatal(self, error: BaseException) -> None:
         with self._lock:
@@ -688,10 +707,15 @@ def fill_presence(
     Args:
         frame: Users as :func:`load_users` returns them: a ``sid`` column, and
             ``chat_service_sid`` (else ``attrs["service_sid"]``).
-        max_concurrency: Never more requests in flight than this. Give the
+        max_concurrency: Never more requests in flight than this, at most
+            :data:`MAX_CONCURRENCY` (256; more is refused). Give the
             account's concurrency limit if you know it; the pool finds it
-            anyway, at the cost of a few 429 answers.
-        initial_concurrency: Requests in flight at the start (default 4).
+            anyway, at the cost of a few 429 answers. The pool runs
+            ``min(users, 2 * max_concurrency, MAX_THREADS)`` threads: spares
+            fetch while others wait out a backoff.
+        initial_concurrency: Requests in flight at the start (default 4, or
+            ``max_concurrency`` if lower); more than ``max_concurrency`` is
+            refused.
         errors: ``"raise"`` (default): the first user that cannot be fetched
             stops the fill with its error. ``"null"``: a user that is gone
             (404) or whose fetch outlasted the retries is left null, listed
@@ -719,10 +743,12 @@ def fill_presence(
         ``presence_failures`` (each one's reason, such as ``"HTTP 404"``),
         ``presence_requests``, ``presence_retries``,
         ``presence_retry_reasons`` (retries by reason, such as
-        ``{"HTTP 429": 12}``), ``presence_max_concurrency``,
+        ``{"HTTP 429": 12}``), ``presence_max_concurrency`` (as configured),
+        ``presence_threads`` (the pool's worker threads),
         ``presence_peak_concurrency`` (most requests in flight),
-        ``presence_concurrency`` (the pool's limit at the end: the account's
-        limit as the pool found it) and ``presence_seconds``.
+        ``presence_pushback_concurrency`` (requests in flight when a 429 last
+        cut the pool: about the account's limit as the pool found it; None
+        when the server never pushed back) and ``presence_seconds``.
 
     Raises:
         ConfigurationError: Bad arguments or credentials, or a frame without
@@ -737,9 +763,10 @@ def fill_presence(
         >>> users = conv_frames.load_users("IS...")  # doctest: +SKIP
         >>> users = conv_frames.fill_presence(users)  # doctest: +SKIP
     """
-    from ._client import Client  # imported here: the client imports this module
+    # Imported here: the client imports this module.
+    from ._client import open_client
 
-    with Client(**client_options) as client:
+    with open_client(fill_presence, client_options) as client:
         return client.fill_presence(
             frame,
             max_concurrency=max_concurrency,
@@ -828,6 +855,7 @@ def _check_concurrency(
     *,
     names: tuple[str, str] = ("max_concurrency", "initial_concurrency"),
 ) -> None:
+    """Refuse a pool width that is not a count of requests the pool can keep."""
     checked = [(names[0], maximum)]
     if initial is not None:
         checked.append((names[1], initial))
@@ -836,6 +864,28 @@ def _check_concurrency(
             raise ConfigurationError(
                 f"{name}={value!r} must be an integer >= 1 (requests in flight)"
             )
+        if value > MAX_CONCURRENCY:
+            raise ConfigurationError(
+                f"{name}={value!r} is more than {MAX_CONCURRENCY}, the most "
+                "requests in flight a presence fill keeps (one thread each); "
+                f"pass at most {MAX_CONCURRENCY}: the pool finds the account's "
+                "limit below it by itself"
+            )
+    if isinstance(initial, int) and isinstance(maximum, int) and initial > maximum:
+        raise ConfigurationError(
+            f"{names[1]}={initial!r} is more than {names[0]}={maximum!r}; the pool "
+            f"starts at most at its maximum: lower {names[1]} or raise {names[0]}"
+        )
+
+
+def pool_threads(users: int, max_concurrency: int) -> int:
+    """Worker threads a fill of ``users`` starts: never more than it can use.
+
+    A worker waiting out a retry's backoff gives its slot up, so up to twice
+    ``max_concurrency`` workers keep the slots busy meanwhile; but never more
+    than one per user, nor more than :data:`MAX_THREADS`.
+    """
+    return min(users, 2 * max_concurrency, MAX_THREADS)
 
 
 def _user_keys(frame: pd.DataFrame) -> list[UserKey]:
@@ -922,6 +972,24 @@ def _server_failing(last: ConvFramesError) -> TransportError:
     )
     error.__cause__ = last
     return error
+
+
+def _with_lenient_hint(error: ConvFramesError) -> ConvFramesError:
+    """A user that is gone (404): say how to carry on without it."""
+    if not isinstance(error, APIError) or error.status != 404:
+        return error
+    hinted = APIError(
+        error.status,
+        f"{error.message}; the user is gone since the frame was listed: pass "
+        "errors='null' to leave such users null (listed in "
+        "attrs['presence_failed_sids']) and fill the rest",
+        url=error.url,
+        code=error.code,
+        more_info=error.more_info,
+        attempts=error.attempts,
+    )
+    hinted.__cause__ = error
+    return hinted
 
 
 def _concerns_one_user(error: ConvFramesError) -> bool:

@@ -24,11 +24,14 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
+from ._errors import ConfigurationError
+
 __all__ = [
     "Progress",
     "ProgressCallback",
     "ProgressEvent",
     "ProgressReporter",
+    "check_progress",
     "progress_enabled",
 ]
 
@@ -81,6 +84,20 @@ ProgressCallback = Callable[[ProgressEvent], None]
 Progress = bool | ProgressCallback | None
 
 
+def check_progress(progress: object, *, name: str = "progress") -> None:
+    """Refuse a ``progress`` other than None, True, False or a callable.
+
+    A string such as ``"false"`` is truthy, and would show a bar it meant to hide.
+    """
+    if progress is None or isinstance(progress, bool) or callable(progress):
+        return
+    raise ConfigurationError(
+        f"{name}={progress!r} is not supported; use None (a bar where someone "
+        "watches), True or False (always or never a bar), or a callable that "
+        "takes a ProgressEvent"
+    )
+
+
 def progress_enabled(progress: Progress) -> bool:
     """Whether ``progress`` asks for a bar or a callback.
 
@@ -113,6 +130,7 @@ class ProgressReporter:
         total: int | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        check_progress(progress)
         self.task = task
         self.total = total
         self._clock = clock

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from ._client import Client
+from ._client import Client, open_client
 from ._config import check_count, check_page_size, check_service_sid
 from ._errors import ServicesLoadError
 from ._frame import InvalidAttributes, check_dtype_backend, check_invalid_attributes
@@ -75,7 +75,8 @@ def load_services(
     check_page_size(page_size)
     check_dtype_backend(dtype_backend)
     check_invalid_attributes(invalid_attributes)
-    Client(**client_options).close()  # credentials and base_url, before any request
+    # Options, credentials and base_url, before any request.
+    open_client(load_services, client_options).close()
 
     clients = _WorkerClients(shared_limit(client_options, max_workers))
 

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ._client import Client, check_max_pages
+from ._client import Client, check_max_pages, open_client
 from ._config import check_count, check_page_size, check_seconds, check_service_sid
 from ._dataset import (
     MANIFEST_FORMAT,
@@ -208,7 +208,8 @@ def export_snapshots(
     _check_settings(
         keep, max_workers, lock_timeout, page_size, max_pages, invalid_attributes
     )
-    with Client(**client_options) as client:  # credentials are checked first
+    # Options and credentials are checked first.
+    with open_client(export_snapshots, client_options) as client:
         dataset = Dataset.open(root, storage_options, create=True)
         sleep = client_options.get("sleep", time.sleep)
         with dataset.lock(lock_timeout, sleep=sleep):

@@ -92,11 +92,13 @@ def test_margins_answer_the_headline_questions() -> None:
         "online": 0.25,
         "offline": 0.25,
         "unknown": 0.5,
+        "not fetched": 0.0,
     }
     assert notifiable.set_index("notifiable")["users"].to_dict() == {
         "notifiable": 2,
         "not notifiable": 1,
         "unknown": 1,
+        "not fetched": 0,
     }
     assert online["share"].sum() == notifiable["share"].sum() == 1.0
 
@@ -110,14 +112,14 @@ def test_summary_by_a_column_has_a_group_for_missing_values() -> None:
 
     summary = conv_frames.presence_summary(users, by="team")
 
-    assert len(summary) == 3 * 16
+    assert len(summary) == 3 * 25
     assert summary["team"].dtype == pd.StringDtype()
-    assert summary["team"].iloc[::16].tolist() == ["Sales", "Support", pd.NA]
+    assert summary["team"].iloc[::25].tolist() == ["Sales", "Support", pd.NA]
     sales_online = summary.query(
         "team == 'Sales' and notifiable == 'all' and online != 'all'"
     )
-    assert sales_online["users"].tolist() == [2, 0, 0]
-    assert sales_online["share"].tolist() == [1.0, 0.0, 0.0]
+    assert sales_online["users"].tolist() == [2, 0, 0, 0]
+    assert sales_online["share"].tolist() == [1.0, 0.0, 0.0, 0.0]
     unknown_team = summary[summary["team"].isna()]
     assert unknown_team.query("online == 'unknown' and notifiable == 'unknown'")[
         "users"
@@ -127,7 +129,7 @@ def test_summary_by_a_column_has_a_group_for_missing_values() -> None:
 def test_summary_of_nothing_has_zero_counts() -> None:
     summary = conv_frames.presence_summary(users_with([], []))
 
-    assert summary["users"].tolist() == [0] * 16
+    assert summary["users"].tolist() == [0] * 25
     assert summary["share"].isna().all()
     assert (
         len(conv_frames.presence_summary(users_with([], [], team=[]), by="team")) == 0
@@ -180,7 +182,7 @@ def test_summary_refuses_what_is_not_presence() -> None:
         ("attributes", "by='attributes' would group by whole JSON documents; spread"),
         ("plan", "by names columns ['plan'], which the frame lacks; to group by an "),
         (["team", "plan"], "by names columns ['plan']"),
-        ([["team"]], "by=['team'] is not a column name"),
+        ([["team"]], "by holds a list, which is not a column name; pass a column's"),
     ],
 )
 def test_summary_refuses_a_by_it_cannot_group_with_a_way_out(
@@ -440,3 +442,54 @@ def test_group_presence_by_an_attribute_of_emulated_users() -> None:
 def test_flatten_refuses_what_is_neither_frame_nor_series() -> None:
     with pytest.raises(ConfigurationError, match="must be a DataFrame or a Series"):
         conv_frames.flatten_attributes([{"a": 1}])
+
+
+@pytest.mark.parametrize(
+    ("frame", "kind"),
+    [(None, "NoneType"), ([1, 2], "list"), (pd.Series([True]), "Series")],
+)
+def test_summary_refuses_what_is_not_a_frame(frame: Any, kind: str) -> None:
+    message = (
+        f"presence_summary expects a DataFrame of users, not {kind}; pass the frame "
+        "fill_presence(frame) or load_users(..., presence=True) returns"
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        conv_frames.presence_summary(frame)
+    assert str(caught.value) == message
+
+
+def test_a_by_of_values_is_refused_without_printing_them() -> None:
+    users = users_with([T, F], [T, N], sid=["US-secret-1", "US-secret-2"])
+
+    with pytest.raises(ConfigurationError) as caught:
+        conv_frames.presence_summary(users, by=users["sid"])
+
+    assert str(caught.value) == (
+        "by holds a Series, which is not a column name; pass a column's name, "
+        "or a list of names"
+    )
+
+
+def test_users_the_fill_did_not_reach_are_not_fetched_not_unknown() -> None:
+    users = users_with(
+        online=[T, N, N, N, F],
+        notifiable=[N, N, N, N, F],
+        sid=["US1", "US2", "US3", "US4", "US5"],
+    )
+    users.attrs["presence_failed_sids"] = ["US3"]
+    users.attrs["presence_unfilled_sids"] = ["US4", "US5"]  # whatever US5 holds
+
+    summary = conv_frames.presence_summary(users)
+
+    counts = {
+        ("online", "unknown"): 1,
+        ("online", ALL): 1,
+        ("unknown", "unknown"): 1,
+        ("unknown", ALL): 1,
+        ("not fetched", "not fetched"): 3,
+        ("not fetched", ALL): 3,
+        (ALL, "unknown"): 2,
+        (ALL, "not fetched"): 3,
+        (ALL, ALL): 5,
+    }
+    pd.testing.assert_frame_equal(summary, expected_summary(counts, 5))

@@ -198,3 +198,50 @@ def test_every_public_name_is_importable_and_documented() -> None:
         value = getattr(conv_frames, name)
         if callable(value):
             assert value.__doc__, f"conv_frames.{name} has no docstring"
+
+
+def test_an_option_no_one_takes_is_refused_by_name_with_a_way_out(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    service = emulator.service_sid
+    creds = credentials(emulator)
+    users = conv_frames.users_frame(emulator.users()[:3])
+    presence = (
+        "has no option 'presence'; to fetch presence, use load_users(..., "
+        "presence=True) or fill_presence(frame)"
+    )
+    calls = [
+        (
+            lambda: conv_frames.load_services([service], presence=True, **creds),
+            f"load_services() {presence}",
+        ),
+        (
+            lambda: conv_frames.export_users(
+                service, tmp_path / "u.parquet", presence=True, **creds
+            ),
+            f"export_users() {presence}",
+        ),
+        (
+            lambda: conv_frames.fill_presence(users, concurrency=8, **creds),
+            "fill_presence() has no option 'concurrency'; did you mean "
+            "max_concurrency?",
+        ),
+        (
+            lambda: list(conv_frames.iter_user_pages(service, pagesize=5, **creds)),
+            "iter_user_pages() has no option 'pagesize'; did you mean page_size?",
+        ),
+        (
+            lambda: conv_frames.export_snapshots(
+                tmp_path / "set", [service], workers=2, **creds
+            ),
+            "export_snapshots() has no option 'workers'; did you mean max_workers?",
+        ),
+    ]
+    before = len(emulator.requests)
+
+    for call, message in calls:
+        with pytest.raises(conv_frames.ConfigurationError) as caught:
+            call()
+        assert str(caught.value) == message
+
+    assert len(emulator.requests) == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -21,10 +22,13 @@ import conv_frames
 import conv_frames._client
 from conv_frames import APIError, ConfigurationError, ProgressEvent
 from conv_frames._presence import (
+    MAX_CONCURRENCY,
+    MAX_THREADS,
     AdaptiveLimit,
     Answer,
     Cancelled,
     Ticket,
+    pool_threads,
 )
 from conv_frames.emulator import Emulator, Fault, FaultPlan
 from conv_frames.emulator._data import presence_of
@@ -307,7 +311,8 @@ def test_a_concurrency_limit_slows_the_pool_and_loses_nothing(
     assert filled.attrs["presence_requests"] == len(log)
     assert filled.attrs["presence_retries"] == len(refused)
     # The pool came down from 16 to what the server takes, and waited as told.
-    assert filled.attrs["presence_concurrency"] < 8
+    assert 1 <= filled.attrs["presence_pushback_concurrency"] <= 16
+    assert filled.attrs["presence_max_concurrency"] == 16
     assert set(sleeps.waits) == {1.0}
 
 
@@ -393,10 +398,10 @@ def test_only_a_429_narrows_the_pool(
     assert filled.attrs["presence_requests"] == 300 + retries
     limits = [event.concurrency for event in events]
     if kind == "status_503":
-        assert filled.attrs["presence_concurrency"] == 8
+        assert filled.attrs["presence_pushback_concurrency"] is None
         assert set(limits) == {8}  # never narrowed
     else:
-        assert filled.attrs["presence_concurrency"] < 8
+        assert 1 <= filled.attrs["presence_pushback_concurrency"] <= 8
         assert min(limits) < 8
 
 
@@ -498,6 +503,7 @@ def test_a_user_that_cannot_be_fetched_is_an_error(emu: Emulator) -> None:
 
     assert caught.value.status == 404
     assert MISSING_USER in caught.value.url
+    assert "pass errors='null' to leave such users null" in str(caught.value)
 
 
 def test_an_error_does_not_wait_for_a_stalled_request() -> None:
@@ -569,6 +575,21 @@ def test_lenient_mode_leaves_a_counted_null_and_logs_once(
         "presence of 1 users could not be fetched and is left null (1 HTTP 404; "
         f"see frame.attrs['presence_failures']); the first, {MISSING_USER}: HTTP 404"
     )
+
+
+def test_a_summary_counts_users_a_lenient_fill_failed_as_not_fetched(
+    emu: Emulator,
+) -> None:
+    users = with_missing_user(emu, 20)
+
+    filled = conv_frames.fill_presence(users, errors="null", **options(emu))
+    summary = conv_frames.presence_summary(filled).set_index(["online", "notifiable"])
+
+    nulls = sum(online is None for online, _ in expected(users)[:20])
+    assert summary.loc[("not fetched", "not fetched"), "users"] == 1
+    assert summary.loc[("not fetched", "all"), "users"] == 1
+    assert summary.loc[("unknown", "all"), "users"] == nulls  # the API's nulls only
+    assert summary.loc[("all", "all"), "users"] == 21
 
 
 def test_lenient_failures_are_listed_in_frame_order(sleeps: SleepRecorder) -> None:
@@ -689,15 +710,55 @@ def test_wrong_credentials_raise_even_in_lenient_mode(emu: Emulator) -> None:
         ({"max_concurrency": True}, "max_concurrency=True"),
         ({"initial_concurrency": -1}, "initial_concurrency=-1"),
         ({"errors": "ignore"}, "errors='ignore'"),
+        (
+            {"max_concurrency": 10**6},
+            "max_concurrency=1000000 is more than 256, the most requests in flight "
+            "a presence fill keeps (one thread each); pass at most 256",
+        ),
+        ({"initial_concurrency": 257}, "initial_concurrency=257 is more than 256"),
+        (
+            {"max_concurrency": 4, "initial_concurrency": 8},
+            "initial_concurrency=8 is more than max_concurrency=4; the pool starts "
+            "at most at its maximum: lower initial_concurrency or raise "
+            "max_concurrency",
+        ),
     ],
 )
 def test_bad_arguments_are_refused_before_any_request(
     arguments: dict[str, Any], message: str
 ) -> None:
     with Emulator(users=3) as emu:
-        with pytest.raises(ConfigurationError, match=message):
+        with pytest.raises(ConfigurationError, match=re.escape(message)):
             conv_frames.fill_presence(listed(emu), **arguments, **options(emu))
         assert emu.requests == []
+
+
+def test_the_pool_starts_no_more_threads_than_users_or_the_cap() -> None:
+    assert pool_threads(3000, MAX_CONCURRENCY) == MAX_THREADS == 256
+    assert pool_threads(3000, 8) == 16  # spares for workers waiting out a backoff
+    assert pool_threads(5, MAX_CONCURRENCY) == 5
+
+    seen: list[int] = []
+
+    def count_workers(event: ProgressEvent) -> None:
+        names = [thread.name for thread in threading.enumerate()]
+        seen.append(sum(name.startswith("conv-frames-presence") for name in names))
+
+    with Emulator(users=5) as emu:
+        users = listed(emu)
+        filled = conv_frames.fill_presence(
+            users,
+            max_concurrency=MAX_CONCURRENCY,
+            progress=count_workers,
+            **options(emu),
+        )
+
+    assert presence(filled) == expected(users)
+    assert max(seen) <= 5
+    assert filled.attrs["presence_threads"] == 5
+    assert filled.attrs["presence_max_concurrency"] == 256
+    assert filled.attrs["presence_pushback_concurrency"] is None  # never a 429
+    assert 1 <= filled.attrs["presence_peak_concurrency"] <= 5
 
 
 def test_a_frame_without_sids_is_refused(emu: Emulator) -> None:
@@ -806,6 +867,7 @@ def test_after_a_pushback_growth_is_additive_and_careful_near_the_ceiling() -> N
     pool.answer("clean", 60)
     assert limit.limit >= 12  # the server took more: the ceiling is forgotten
     assert limit.ceiling is None
+    assert limit.pushback_level == 11  # what the caller reports stays
 
 
 def test_stray_pushbacks_do_not_hold_the_limit_down() -> None:

@@ -140,3 +140,36 @@ def test_the_command_line_flag(
     assert "users:" not in quiet.err
     assert "users: 60 users" in shown.err
     assert "loaded 60 users" in shown.out
+
+
+@pytest.mark.parametrize("progress", ["false", "True", 0, 1, 1.0, [print]])
+def test_progress_accepts_only_its_documented_forms(
+    emu: Emulator, tmp_path: Path, progress: Any
+) -> None:
+    message = (
+        f"progress={progress!r} is not supported; use None (a bar where someone "
+        "watches), True or False (always or never a bar), or a callable that "
+        "takes a ProgressEvent"
+    )
+    users = conv_frames.users_frame(emu.users()[:3])
+    calls = [
+        lambda: conv_frames.load_users(
+            emu.service_sid, progress=progress, **options(emu)
+        ),
+        lambda: conv_frames.load_users(
+            emu.service_sid, presence=True, progress=progress, **options(emu)
+        ),
+        lambda: conv_frames.export_users(
+            emu.service_sid, tmp_path / "u.parquet", progress=progress, **options(emu)
+        ),
+        lambda: conv_frames.fill_presence(users, progress=progress, **options(emu)),
+    ]
+    before = len(emu.requests)
+
+    for call in calls:
+        with pytest.raises(conv_frames.ConfigurationError) as caught:
+            call()
+        assert str(caught.value) == message
+
+    assert len(emu.requests) == before
+    assert not (tmp_path / "u.parquet").exists()
