@@ -176,6 +176,8 @@ def _export(args: argparse.Namespace) -> int:
 
 def _check_export_flags(args: argparse.Namespace) -> None:
     """Run the library's checks on the flags, before any work, naming the flags."""
+    if args.output is not None:
+        _checked_output(args.output, (".parquet",))
     check_page_size(args.page_size, "--page-size")
     check_max_pages(args.max_pages, "--max-pages")
     check_timeout(args.timeout, "--timeout")
@@ -308,11 +310,16 @@ _CHANGES_FORMATS = (".csv", ".parquet")
 
 def _changes_output(path: str) -> Path:
     """Check ``diff --output`` before any work: a known suffix, an existing folder."""
+    return _checked_output(path, _CHANGES_FORMATS)
+
+
+def _checked_output(path: str, formats: tuple[str, ...]) -> Path:
+    """Check an ``--output`` before any work: one of ``formats``, a folder that is."""
     output = destination(_output(path))  # a folder or a device in the way: exit 7
-    if output.suffix.lower() not in _CHANGES_FORMATS:
+    if output.suffix.lower() not in formats:
         raise ConfigurationError(
-            f"--output {path!r} names no format conv-frames writes; end it in "
-            f"{' or '.join(_CHANGES_FORMATS)}"
+            f"--output {path!r} names no format conv-frames writes here; end it "
+            f"in {' or '.join(formats)}"
         )
     return output
 

@@ -500,7 +500,8 @@ class Dataset:
         """Read and check one snapshot's manifest.
 
         Raises:
-            SnapshotError: It is missing, unreadable, or from a newer layout.
+            SnapshotError: It is missing, unreadable, from a newer layout, or
+                written for another folder (one copied or renamed by hand).
         """
         path = f"{self.snapshot_dir(service_sid, key)}/{MANIFEST_NAME}"
         shown = self.show(path)
@@ -520,6 +521,14 @@ class Dataset:
         files = manifest.get("files")
         if not isinstance(files, list) or len(files) != 1:
             raise SnapshotError(f"{shown} should list exactly one data file")
+        written = (manifest.get("service_sid"), manifest.get("snapshot"))
+        if written != (service_sid, key):
+            # A folder copied or renamed by hand: its data is another snapshot's.
+            raise SnapshotError(
+                f"{shown} belongs to snapshot {written[1]!r} of {written[0]!r}, not "
+                f"to the folder it is in: the folder was copied or renamed by hand; "
+                "move it back or remove it"
+            )
         return manifest
 
     def read_file(self, service_sid: str, key: str, entry: Mapping[str, Any]) -> bytes:

@@ -353,3 +353,20 @@ def test_sigterm_stops_a_dataset_export_without_publishing(tmp_path: Path) -> No
     assert out == ""
     assert stopped < 5
     assert list(root.glob("service_sid=*/snapshot=*/_manifest.json")) == []
+
+
+@pytest.mark.usefixtures("credentials")
+@pytest.mark.parametrize("name", ["users.txt", "users.csv", "users"])
+def test_an_export_output_that_is_no_parquet_file_is_refused_before_any_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    output = tmp_path / name
+    with ScriptedServer([]) as server:
+        assert export(server, output) == 2
+
+    assert server.requests == []
+    assert list(tmp_path.iterdir()) == []
+    assert capsys.readouterr().err == (
+        f"conv-frames: ConfigurationError: --output {str(output)!r} names no format "
+        "conv-frames writes here; end it in .parquet\n"
+    )

@@ -356,7 +356,7 @@ def test_diff_output_is_checked_before_any_work_and_written_whole(
     assert main([*argv, str(text)]) == 2
     assert capsys.readouterr().err == (
         f"conv-frames: ConfigurationError: --output {str(text)!r} names no format "
-        "conv-frames writes; end it in .csv or .parquet\n"
+        "conv-frames writes here; end it in .csv or .parquet\n"
     )
     assert main([*argv, str(taken)]) == 7
     out, err = capsys.readouterr()

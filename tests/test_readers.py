@@ -40,7 +40,7 @@ SELECT service_sid, snapshot, count(*) AS users,
 FROM read_parquet($files, hive_partitioning = true)
 WHERE (service_sid, snapshot) IN (
     SELECT (service_sid, snapshot)
-    FROM read_json($manifests))
+    FROM read_json($manifests, hive_partitioning = false))
 GROUP BY service_sid, snapshot
 QUALIFY snapshot = max(snapshot) OVER (PARTITION BY service_sid)
 ORDER BY service_sid
@@ -135,6 +135,32 @@ def test_the_readme_query_counts_the_latest_published_snapshots(
         for sid, records in sorted(users.items())
     ]
     assert any(row[3] for row in counted)
+
+
+def test_a_snapshot_folder_copied_by_hand_is_no_snapshot_to_any_reader(
+    dataset: dict[str, Any],
+) -> None:
+    """A copy under a later key keeps the manifest of the snapshot it copies."""
+    root, keys, first = dataset["root"], dataset["keys"], dataset["first"]
+    service = root / f"service_sid={first}"
+    copy = service / "snapshot=2099-01-01T000000Z"
+    shutil.copytree(service / f"snapshot={keys[1]}", copy)
+    globs = {"files": f"{root}/{FILES}", "manifests": f"{root}/{MANIFESTS}"}
+
+    try:
+        latest = duck().execute(LATEST_PER_SERVICE, globs).fetchall()
+        with pytest.raises(
+            conv_frames.SnapshotError,
+            match=rf"belongs to snapshot '{keys[1]}' of '{first}', not to the folder "
+            "it is in: the folder was copied or renamed by hand; move it back",
+        ):
+            conv_frames.read_snapshot(root, first)
+    finally:
+        shutil.rmtree(copy)
+
+    assert [(sid, key) for sid, key, *_ in latest] == [
+        (sid, keys[1]) for sid in sorted(dataset["users"])
+    ]
 
 
 def test_the_readme_query_reads_a_dataset_with_a_lenient_export(
