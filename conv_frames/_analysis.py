@@ -8,6 +8,7 @@ never a default.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -153,7 +154,7 @@ def flatten_attributes(
     ``Float64`` only when every integer is within ±2**53 (where a float holds
     it exactly); otherwise the column keeps the Python values (object).
     Attributes that are not a JSON object (a list, a string, a number, or
-    null) give no columns; their count is in ``attrs["non_object_attributes"]``.
+    null) give no columns; how many (nulls aside) is logged at INFO.
 
     Args:
         users: A users frame (its ``attributes`` column is read) or a Series
@@ -165,8 +166,10 @@ def flatten_attributes(
         dtype_backend: ``"numpy_nullable"`` or ``"pyarrow"`` dtypes.
 
     Returns:
-        A frame with the index of ``users`` and columns in the order the keys
-        first appear; join it to the users to group by an attribute.
+        A frame with the index of ``users``, columns in the order the keys
+        first appear, and a copy of the attrs of ``users``: join it to the
+        users to group by an attribute, and the join keeps those attrs (pandas
+        drops attrs that differ), such as the fill's failed users.
 
     Raises:
         ConfigurationError: Bad arguments, no ``attributes`` column, or two
@@ -203,7 +206,15 @@ def flatten_attributes(
         for path, name in names.items()
     }
     result = pd.DataFrame(columns, index=values.index)
-    result.attrs["non_object_attributes"] = non_objects
+    # Equal attrs, or users.join(result) drops them: presence_summary would
+    # then count the fill's failed users as unknown (#5).
+    result.attrs = copy.deepcopy(users.attrs)
+    if non_objects:
+        logger.info(
+            "%d users' attributes are not a JSON object (a list, a string or "
+            "a number) and give no columns",
+            non_objects,
+        )
     return result
 
 

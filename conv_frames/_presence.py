@@ -136,10 +136,12 @@ class AdaptiveLimit:
       pushback that cut the limit (None until one does), for the caller to
       report what the server took; it does not fade.
     - Forgiveness: the memory fades. Every 16 round trips of clean answers
-      halve the wait between probes, and a pushback below the level the last cut
-      left (a 429 the pool did not cause: another client of the account, a blip)
-      cuts the limit but does not lengthen that wait. A few stray 429s thus
-      cost a few round trips, never the rest of the fill (#5).
+      halve the wait between probes. A stray pushback, at a level the server
+      took since the last one or below the level that one cut to (a 429 the
+      pool did not cause: another client of the account, a blip), cuts the
+      limit from where it is but keeps the remembered level and the wait,
+      and the limit climbs straight back to the level the server took. Stray
+      429s thus cost a few round trips, never the rest of the fill (#5).
 
     Args:
         maximum: Never more in flight than this (the account's limit, if known).
@@ -165,6 +167,7 @@ class AdaptiveLimit:
         self._slow_start = True
         self._ceiling: int | None = None
         self._patience = 1.0
+        self._held = 0  # most in flight answered clean under this ceiling
         self._epoch = 0
         self._cancelled = False
         self._condition = threading.Condition()
@@ -226,6 +229,7 @@ class AdaptiveLimit:
         """Adjust the limit to one answer, keeping the slot."""
         with self._condition:
             if answer == "clean":
+                self._held = max(self._held, ticket.in_flight)
                 self._grow()
             elif answer == "pushback":
                 self._shrink(ticket)
@@ -242,8 +246,8 @@ class AdaptiveLimit:
             return  # the limit was not in use: this says nothing about it
         # Sixteen round trips of clean answers halve the patience.
         self._patience = max(1.0, self._patience * 0.5 ** (1 / (16 * self.limit)))
-        if self._slow_start:
-            step = 1.0
+        if self._slow_start or self.limit + 1 <= self._held:
+            step = 1.0  # back to a level the server took: no need to creep
         elif self._ceiling is None or self.limit + 1 < self._ceiling:
             step = 1.0 / self.limit
         elif self.probing:
@@ -263,15 +267,30 @@ class AdaptiveLimit:
         self.pushbacks += 1
         if ticket.epoch != self._epoch:
             return  # sent before the last cut, which already answered this
-        if self._ceiling is not None and ticket.in_flight > self._level_cut_to:
-            # Refused again after growing back: wait longer before the next
-            # probe. A 429 below the level of the last cut is noise, or
-            # another client's, and is not held against the pool.
-            self._patience = min(self._patience * 2, _MAX_PATIENCE)
-        self._ceiling = self.pushback_level = ticket.in_flight
+        level = self.limit
+        if not self._stray(ticket):
+            if self._ceiling is not None:
+                # Refused again after growing back: wait longer before the
+                # next probe.
+                self._patience = min(self._patience * 2, _MAX_PATIENCE)
+            self._ceiling = self.pushback_level = ticket.in_flight
+            self._held = 0
+            level = min(level, ticket.in_flight)
         self._slow_start = False
         self._epoch += 1
-        self.limit = max(1.0, min(self.limit, ticket.in_flight) * self.decrease)
+        self.limit = max(1.0, level * self.decrease)
+
+    def _stray(self, ticket: Ticket) -> bool:
+        """Whether a 429 came at a level the server is known to take.
+
+        Such a 429 is noise, or another client's: it cuts the limit, but it
+        neither lowers the ceiling nor lengthens the wait between probes.
+        Otherwise each stray 429 near the top would lower the ceiling by a
+        slot, and with probing off the limit would sink to one (#5).
+        """
+        if self._ceiling is None:
+            return False
+        return ticket.in_flight <= max(self._held, self._level_cut_to)
 
 
 @dataclass
@@ -334,8 +353,10 @@ class PresenceFetcher:
         check_progress(progress)
         keys = _user_keys(frame)
         known = _known_presence(frame, keys) if only_unfilled else {}
+        carried = _carried_failures(frame, known)
         unique = [key for key in dict.fromkeys(keys) if key not in known]
         started = datetime.now(UTC)
+        fetched_at = _oldest_fetch(frame, known, started)
         clock = time.perf_counter()
 
         run = _PoolRun(self, unique, errors=errors)
@@ -349,21 +370,16 @@ class PresenceFetcher:
                 key[1] for key in unique if key not in run.outcome.presence
             )
             error.frame = _filled_frame(frame, keys, presence)
-            error.frame.attrs["presence_unfilled_sids"] = list(error.unfilled)
+            error.frame.attrs.update(
+                _frame_state(keys, error.unfilled, carried, fetched_at)
+            )
             raise
         outcome.presence.update(known)
 
-        failures = {
-            key[1]: describe_fault(outcome.failed[key])
-            for key in unique
-            if key in outcome.failed
-        }
+        fresh = {key[1]: describe_fault(error) for key, error in outcome.failed.items()}
         attrs: dict[str, Any] = {
-            "presence_fetched_at": started.isoformat(),
-            "presence_users": len(unique),
-            "presence_failed": len(failures),
-            "presence_failed_sids": list(failures),
-            "presence_failures": failures,
+            **_frame_state(keys, (), {**carried, **fresh}, fetched_at),
+            "presence_users_fetched": len(unique),
             "presence_requests": run.requests,
             "presence_retries": run.retries,
             "presence_retry_reasons": dict(run.retry_reasons.most_common()),
@@ -736,11 +752,15 @@ def fill_presence(
             ones (and says so in a warning).
 
     Returns:
-        A copy of ``frame`` with both columns filled, and in ``attrs``:
-        ``presence_fetched_at`` (when the fill started, UTC ISO 8601),
-        ``presence_users``, ``presence_failed`` (a count),
-        ``presence_failed_sids`` (those users, in frame order),
-        ``presence_failures`` (each one's reason, such as ``"HTTP 404"``),
+        A copy of ``frame`` with both columns filled. Its ``attrs`` describe
+        the whole frame, however many fills (a failed one, then resumes) it
+        took: ``presence_fetched_at`` (when the fill that fetched its oldest
+        presence started, UTC ISO 8601), ``presence_users`` (distinct users),
+        ``presence_failed`` (a count), ``presence_failed_sids`` (those users,
+        in frame order; a resume keeps them and does not fetch them again),
+        ``presence_failures`` (each one's reason, such as ``"HTTP 404"``) and
+        ``presence_unfilled_sids`` (users still to fetch: empty). The rest
+        count this call alone: ``presence_users_fetched`` (users it fetched),
         ``presence_requests``, ``presence_retries``,
         ``presence_retry_reasons`` (retries by reason, such as
         ``{"HTTP 429": 12}``), ``presence_max_concurrency`` (as configured),
@@ -1023,6 +1043,60 @@ def _known_presence(
     return known
 
 
+def _carried_failures(
+    frame: pd.DataFrame, known: Mapping[UserKey, Presence]
+) -> dict[str, str]:
+    """Failures of an earlier lenient fill that a resume keeps, with their reasons.
+
+    A resume does not fetch a user an earlier fill gave up on (it is not in
+    ``attrs["presence_unfilled_sids"]``), so that user stays failed.
+    """
+    kept = {key[1] for key in known}
+    sids = frame.attrs.get("presence_failed_sids") or ()
+    reasons = frame.attrs.get("presence_failures") or {}
+    return {sid: str(reasons.get(sid, "unknown")) for sid in sids if sid in kept}
+
+
+def _oldest_fetch(
+    frame: pd.DataFrame, known: Mapping[UserKey, Presence], started: datetime
+) -> str:
+    """When the oldest presence of the result was fetched, as ISO 8601.
+
+    A resume keeps rows an earlier fill fetched: they are as old as that fill.
+    """
+    earlier = frame.attrs.get("presence_fetched_at")
+    if known and isinstance(earlier, str):
+        try:
+            return min(datetime.fromisoformat(earlier), started).isoformat()
+        except (TypeError, ValueError):
+            pass  # not a time this package wrote: this fill's start it is
+    return started.isoformat()
+
+
+def _frame_state(
+    keys: Sequence[UserKey],
+    unfilled: Sequence[str],
+    failures: Mapping[str, str],
+    fetched_at: str,
+) -> dict[str, Any]:
+    """The attrs that describe the whole frame, however many fills it took (#5).
+
+    Users are counted once however many rows they have, and the SIDs listed
+    are in frame order.
+    """
+    sids = list(dict.fromkeys(key[1] for key in keys))
+    failed = [sid for sid in sids if sid in failures]
+    left = set(unfilled)
+    return {
+        "presence_fetched_at": fetched_at,
+        "presence_users": len(sids),
+        "presence_failed": len(failed),
+        "presence_failed_sids": failed,
+        "presence_failures": {sid: failures[sid] for sid in failed},
+        "presence_unfilled_sids": [sid for sid in sids if sid in left],
+    }
+
+
 def _filled_frame(
     frame: pd.DataFrame, keys: Sequence[UserKey], presence: Mapping[UserKey, Presence]
 ) -> pd.DataFrame:
@@ -1050,7 +1124,7 @@ def _log_fill(attrs: Mapping[str, Any], outcome: _Outcome) -> None:
     logger.info(
         "filled presence of %d users in %.2f s (%d requests, at most %d in "
         "flight, %d retries%s)",
-        attrs["presence_users"] - attrs["presence_failed"],
+        attrs["presence_users_fetched"] - len(outcome.failed),
         attrs["presence_seconds"],
         attrs["presence_requests"],
         attrs["presence_peak_concurrency"],

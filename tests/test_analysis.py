@@ -269,14 +269,52 @@ def test_nested_keys_become_typed_columns_and_missing_keys_are_null() -> None:
     pd.testing.assert_frame_equal(flat, expected)
 
 
-def test_non_object_attributes_give_no_columns_and_are_counted() -> None:
+def test_non_object_attributes_give_no_columns_and_are_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     users = attributes(["vip", "beta"], "just text", 42, None, {"plan": "pro"})
+    caplog.set_level(logging.INFO, logger="conv_frames")
 
     flat = conv_frames.flatten_attributes(users)
 
     assert flat.columns.tolist() == ["attributes.plan"]
     assert flat["attributes.plan"].tolist() == [pd.NA, pd.NA, pd.NA, pd.NA, "pro"]
-    assert flat.attrs["non_object_attributes"] == 3
+    assert [record.getMessage() for record in caplog.records] == [
+        "3 users' attributes are not a JSON object (a list, a string or a number) "
+        "and give no columns"
+    ]
+    assert flat.attrs == {}
+
+
+def test_the_join_recipe_keeps_the_users_the_fill_did_not_reach() -> None:
+    # pandas keeps attrs through a join only when both sides' are equal.
+    users = users_with(
+        online=[T, N, N, F],
+        notifiable=[T, N, N, F],
+        sid=["US1", "US2", "US3", "US4"],
+        attributes=[{"team": "a"}, {"team": "a"}, {"team": "b"}, "text"],
+    )
+    users.attrs["presence_failed_sids"] = ["US3"]
+    users.attrs["presence_unfilled_sids"] = ["US4"]
+
+    flat = conv_frames.flatten_attributes(users)
+    joined = users.join(flat)
+    summary = conv_frames.presence_summary(joined, by="attributes.team")
+
+    assert flat.attrs == users.attrs
+    assert joined.attrs == users.attrs
+    totals = summary.query("notifiable == 'all'").set_index(
+        ["attributes.team", "online"]
+    )["users"]
+    assert totals[totals > 0].to_dict() == {
+        ("a", "online"): 1,
+        ("a", "unknown"): 1,
+        ("a", ALL): 2,
+        ("b", "not fetched"): 1,
+        ("b", ALL): 1,
+        (pd.NA, "not fetched"): 1,
+        (pd.NA, ALL): 1,
+    }
 
 
 def test_lists_mixed_values_and_nulls_stay_python_objects() -> None:
