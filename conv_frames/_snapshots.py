@@ -741,20 +741,28 @@ def _column_changes(
 
 
 def _pick_service(listing: Listing, service_sid: str | None, dataset: Dataset) -> str:
-    if service_sid is not None:
-        return check_service_sid(service_sid)
     services = listing.services()
+    shown = dataset.show(dataset.path)
     root, sid, key = dataset.locate()
     if not services and sid is not None:
         folder = f"snapshot {key} of service {sid}" if key else f"service {sid}"
         raise ConfigurationError(
-            f"{dataset.show(dataset.path)} is the folder of {folder} inside a "
-            f"dataset; pass the dataset root, {root}"
+            f"{shown} is the folder of {folder} inside a dataset; pass the "
+            f"dataset root, {root}"
         )
-    if len(services) != 1:
+    if not services:
         raise ConfigurationError(
-            f"{dataset.show(dataset.path)} holds {len(services)} services "
-            f"({', '.join(services[:5]) or 'none'}); name the one to read"
+            f"{shown} holds no service_sid=IS... folders, so it is not a "
+            "conv-frames dataset root; pass the folder given to "
+            "conv-frames export --dataset"
+        )
+    if service_sid is not None:
+        return check_service_sid(service_sid)
+    if len(services) != 1:
+        more = ", ..." if len(services) > 5 else ""
+        raise ConfigurationError(
+            f"{shown} holds {len(services)} services "
+            f"({', '.join(services[:5])}{more}); name the one to read"
         )
     return services[0]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -403,9 +405,31 @@ def test_diff_of_a_service_folder_names_the_dataset_root_to_pass(
     export(tmp_path, NEW)
     service = tmp_path / f"service_sid={SERVICE_SID}"
 
-    assert main(["diff", "--dataset", str(service)]) == 2
-
-    assert capsys.readouterr().err == (
+    expected = (
         f"conv-frames: ConfigurationError: {service} is the folder of service "
         f"{SERVICE_SID} inside a dataset; pass the dataset root, {tmp_path}\n"
     )
+
+    assert main(["diff", "--dataset", str(service)]) == 2
+    assert capsys.readouterr().err == expected
+    # Naming the service too changes nothing: the path is still not the root.
+    assert main(["diff", "--dataset", str(service), "--service", SERVICE_SID]) == 2
+    assert capsys.readouterr().err == expected
+
+
+def test_a_folder_that_is_no_dataset_root_is_named_as_such(tmp_path: Path) -> None:
+    export(tmp_path, OLD)
+    (key,) = [p.name for p in (tmp_path / f"service_sid={SERVICE_SID}").iterdir()]
+    stray = tmp_path / "elsewhere" / "snapshot=latest"
+    shutil.copytree(tmp_path / f"service_sid={SERVICE_SID}" / key, stray)
+
+    for path in (stray, stray.parent):
+        with pytest.raises(
+            conv_frames.ConfigurationError,
+            match=re.escape(
+                f"{path} holds no service_sid=IS... folders, so it is not a "
+                "conv-frames dataset root; pass the folder given to "
+                "conv-frames export --dataset"
+            ),
+        ):
+            conv_frames.read_parquet(path)
