@@ -364,14 +364,24 @@ class PresenceFetcher:
             outcome = run.execute(progress)
             self._refuse_if_every_fetch_was_refused(unique, outcome)
         except ConvFramesError as error:
-            # Keep what was fetched, for the caller to resume from.
+            # Keep what was fetched, for the caller to resume from. Users a
+            # lenient fill gave up on for a reason of their own (a 404) stay
+            # failed; those the server failed (5xx, timeouts) are unfilled.
             presence = {**known, **run.outcome.presence}
+            gone = {
+                key: describe_fault(failure)
+                for key, failure in run.outcome.failed.items()
+                if not _outlasted_retries(failure)
+            }
             error.unfilled = tuple(
-                key[1] for key in unique if key not in run.outcome.presence
+                key[1]
+                for key in unique
+                if key not in run.outcome.presence and key not in gone
             )
+            failures = {**carried, **{key[1]: why for key, why in gone.items()}}
             error.frame = _filled_frame(frame, keys, presence)
             error.frame.attrs.update(
-                _frame_state(keys, error.unfilled, carried, fetched_at)
+                _frame_state(keys, error.unfilled, failures, fetched_at)
             )
             raise
         outcome.presence.update(known)

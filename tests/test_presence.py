@@ -559,6 +559,41 @@ def test_a_failed_fill_keeps_what_it_fetched_and_resumes(
     assert resumed.attrs["presence_unfilled_sids"] == []
 
 
+def test_a_lenient_fill_that_fails_keeps_the_users_it_gave_up_on(
+    sleeps: SleepRecorder,
+) -> None:
+    # The gone user comes first and is recorded; from the 30th request on the
+    # server fails, and the fill stops. The gone user stays failed (not
+    # fetched again); those the server failed are left for the resume.
+    with Emulator(users=80, seed=4) as emu:
+        users = listed(emu, 80)
+        users = pd.concat([users.iloc[[0]].assign(sid=MISSING_USER), users])
+        users = users.reset_index(drop=True)
+        clean = conv_frames.fill_presence(users, errors="null", **options(emu))
+    failing = FaultPlan(at={n: "status_503" for n in range(30, 400)})
+    with Emulator(users=80, seed=4, faults=failing) as emu:
+        with pytest.raises(conv_frames.TransportError) as caught:
+            conv_frames.fill_presence(
+                users, errors="null", **options(emu, max_attempts=1, sleep=sleeps)
+            )
+    partial = caught.value.frame
+    assert partial is not None
+    assert partial.attrs["presence_failed_sids"] == [MISSING_USER]
+    assert partial.attrs["presence_failures"] == {MISSING_USER: "HTTP 404"}
+    assert MISSING_USER not in caught.value.unfilled
+    assert partial.attrs["presence_unfilled_sids"] == list(caught.value.unfilled)
+
+    with Emulator(users=80, seed=4) as emu:
+        resumed = conv_frames.fill_presence(
+            partial, only_unfilled=True, errors="null", **options(emu)
+        )
+        fetches = user_fetches(emu)
+
+    assert sorted(fetches) == sorted(caught.value.unfilled)
+    assert presence(resumed) == presence(clean)
+    pd.testing.assert_frame_equal(summary_of(resumed), summary_of(clean))
+
+
 def summary_of(frame: pd.DataFrame) -> pd.DataFrame:
     summary = conv_frames.presence_summary(frame)
     summary.attrs.clear()  # when each fill ran differs, and is not compared
