@@ -136,12 +136,10 @@ class AdaptiveLimit:
       pushback that cut the limit (None until one does), for the caller to
       report what the server took; it does not fade.
     - Forgiveness: the memory fades. Every 16 round trips of clean answers
-      halve the wait between probes. A stray pushback, at a level the server
-      took since the last one or below the level that one cut to (a 429 the
-      pool did not cause: another client of the account, a blip), cuts the
-      limit from where it is but keeps the remembered level and the wait,
-      and the limit climbs straight back to the level the server took. Stray
-      429s thus cost a few round trips, never the rest of the fill (#5).
+      halve the wait between probes, and a pushback below the level the last cut
+      left (a 429 the pool did not cause: another client of the account, a blip)
+      cuts the limit but does not lengthen that wait. A few stray 429s thus
+      cost a few round trips, never the rest of the fill (#5).
 
     Args:
         maximum: Never more in flight than this (the account's limit, if known).
@@ -167,7 +165,6 @@ class AdaptiveLimit:
         self._slow_start = True
         self._ceiling: int | None = None
         self._patience = 1.0
-        self._held = 0  # most in flight answered clean under this ceiling
         self._epoch = 0
         self._cancelled = False
         self._condition = threading.Condition()
@@ -229,7 +226,6 @@ class AdaptiveLimit:
         """Adjust the limit to one answer, keeping the slot."""
         with self._condition:
             if answer == "clean":
-                self._held = max(self._held, ticket.in_flight)
                 self._grow()
             elif answer == "pushback":
                 self._shrink(ticket)
@@ -246,8 +242,8 @@ class AdaptiveLimit:
             return  # the limit was not in use: this says nothing about it
         # Sixteen round trips of clean answers halve the patience.
         self._patience = max(1.0, self._patience * 0.5 ** (1 / (16 * self.limit)))
-        if self._slow_start or self.limit + 1 <= self._held:
-            step = 1.0  # back to a level the server took: no need to creep
+        if self._slow_start:
+            step = 1.0
         elif self._ceiling is None or self.limit + 1 < self._ceiling:
             step = 1.0 / self.limit
         elif self.probing:
@@ -267,30 +263,15 @@ class AdaptiveLimit:
         self.pushbacks += 1
         if ticket.epoch != self._epoch:
             return  # sent before the last cut, which already answered this
-        level = self.limit
-        if not self._stray(ticket):
-            if self._ceiling is not None:
-                # Refused again after growing back: wait longer before the
-                # next probe.
-                self._patience = min(self._patience * 2, _MAX_PATIENCE)
-            self._ceiling = self.pushback_level = ticket.in_flight
-            self._held = 0
-            level = min(level, ticket.in_flight)
+        if self._ceiling is not None and ticket.in_flight > self._level_cut_to:
+            # Refused again after growing back: wait longer before the next
+            # probe. A 429 below the level of the last cut is noise, or
+            # another client's, and is not held against the pool.
+            self._patience = min(self._patience * 2, _MAX_PATIENCE)
+        self._ceiling = self.pushback_level = ticket.in_flight
         self._slow_start = False
         self._epoch += 1
-        self.limit = max(1.0, level * self.decrease)
-
-    def _stray(self, ticket: Ticket) -> bool:
-        """Whether a 429 came at a level the server is known to take.
-
-        Such a 429 is noise, or another client's: it cuts the limit, but it
-        neither lowers the ceiling nor lengthens the wait between probes.
-        Otherwise each stray 429 near the top would lower the ceiling by a
-        slot, and with probing off the limit would sink to one (#5).
-        """
-        if self._ceiling is None:
-            return False
-        return ticket.in_flight <= max(self._held, self._level_cut_to)
+        self.limit = max(1.0, min(self.limit, ticket.in_flight) * self.decrease)
 
 
 @dataclass
