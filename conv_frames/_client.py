@@ -304,7 +304,10 @@ class Client:
             row_group_rows: Users per Parquet row group (pages are gathered
                 until that many have come); by default ``ROW_GROUP_ROWS``.
             cancel: An event another thread sets to abandon the export: no
-                request is sent after it, and nothing is published.
+                request is sent after it, and nothing is published. A
+                ``CancelEvent`` (what the snapshot run passes) also ends the
+                request on the wire at once; a plain ``threading.Event`` lets
+                it end within the read timeout.
 
         Returns:
             The provenance written to the file (rows, pages, retries...).
@@ -340,6 +343,8 @@ class Client:
         tally.stats.run_cancelled = cancel
         pages = self._walk(first_url, page_size, max_pages, tally.stats)
         with ExitStack() as stack:
+            # Abandoning the load, or its run, ends a request the server stalls.
+            stack.enter_context(self._transport.aborting(tally.stats))
             report = stack.enter_context(ProgressReporter(progress, task="users"))
             sink = None
             if parquet_path is not None:

@@ -48,7 +48,9 @@ def prefetch(
     meets is raised here, after every item produced before it; if the consumer
     stops early (an error of its own, or ``close()``), ``stop`` is set and the
     producer stops after the item it is working on; pass an event the producer
-    also watches (``LoadStats.cancelled``) so that its retry waits end at once.
+    also watches (``LoadStats.cancelled``) so that its retry waits end at once,
+    and its request on the wire too. ``stop`` is left alone once the producer
+    has ended of itself.
     The thread is joined before this returns, for up to two seconds: a request
     already on the wire ends within its own timeout, its answer dropped.
     """
@@ -63,17 +65,20 @@ def prefetch(
         target=_produce, args=(items, handoff, asked, stop), name=name, daemon=True
     )
     worker.start()
+    finished = False  # the producer has ended; ``stop`` has nothing to stop
     try:
         while True:
             asked.put(None)  # done with the last item: the next but one may start
             item = handoff.get()
+            finished = isinstance(item, _Failed | _Done)
             if isinstance(item, _Failed):
                 raise item.error
             if isinstance(item, _Done):
                 return
             yield item
     finally:
-        stop.set()
+        if not finished:
+            stop.set()
         # A request already on the wire ends within its timeout; past a short
         # wait the daemon thread is left to finish it and drop the answer.
         worker.join(timeout=_JOIN_SECONDS)

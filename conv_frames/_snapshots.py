@@ -18,7 +18,6 @@ import dataclasses
 import io
 import logging
 import os
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -60,6 +59,7 @@ from ._frame import InvalidAttributes, check_dtype_backend, check_invalid_attrib
 from ._parquet import read_users_file
 from ._schema import DtypeBackend
 from ._services import check_max_workers, shared_limit
+from ._transport import CancelEvent
 
 __all__ = [
     "ServiceSnapshot",
@@ -464,9 +464,9 @@ class _Settings:
     max_pages: int | None
     invalid_attributes: InvalidAttributes
     client_options: Mapping[str, Any]
-    #: Set when the run is abandoned (Ctrl-C, SIGTERM): loads stop, and nothing
-    #: more is published or pruned.
-    cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
+    #: Set when the run is abandoned (Ctrl-C, SIGTERM): loads stop, requests on
+    #: the wire end, and nothing more is published or pruned.
+    cancelled: CancelEvent = dataclasses.field(default_factory=CancelEvent)
 
 
 def _check_selection(

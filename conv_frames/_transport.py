@@ -16,6 +16,13 @@ Before each retry the transport tells its ``on_retry`` hook why it retries
 and how long it waits, as a :class:`RetryEvent`; by default the hook logs one
 WARNING. The presence pool passes its own, to tell a 429 (too many requests
 in flight) from a fault that is only retried (#5).
+
+A thread blocked in a socket read sees no event, so a load abandoned while the
+server stalls would wait out the read timeout. :meth:`Transport.aborting`
+ties the transport to a load's :class:`CancelEvent`: setting it shuts down the
+sockets of the own lane's connections from the setting thread, the read ends
+at once, and the load fails as abandoned. The requests lane (a caller's
+session, or a proxy) keeps to its timeouts.
 """
 
 from __future__ import annotations
@@ -25,12 +32,15 @@ import logging
 import math
 import os
 import re
+import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from urllib.parse import urlsplit
 
 import orjson
@@ -47,9 +57,13 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from ._config import Credentials, _is_loopback
+
+if TYPE_CHECKING:
+    from urllib3._base_connection import BaseHTTPConnection, BaseHTTPSConnection
 from ._errors import APIError, RequestTimeout, SchemaError, TransportError
 
 __all__ = [
+    "CancelEvent",
     "LoadStats",
     "RetryEvent",
     "RetryPolicy",
@@ -63,6 +77,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Timeout = float | tuple[float, float]
+_Connection = TypeVar("_Connection")
 Sleep = Callable[[float], None]
 
 #: How often a retry wait looks whether a run of loads was abandoned.
@@ -143,6 +158,40 @@ def log_retry(event: RetryEvent) -> None:
     )
 
 
+class CancelEvent(threading.Event):
+    """An event that also runs callbacks, in the thread that sets it.
+
+    Threads that wait for the event see it; a thread blocked in a socket read
+    does not, and a callback (:meth:`Transport.abort`) ends that read.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._callbacks: list[Callable[[], None]] = []
+        self._guard = threading.Lock()
+
+    def set(self) -> None:
+        """Set the event, then run the callbacks registered at that moment."""
+        super().set()
+        with self._guard:
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            callback()
+
+    @contextmanager
+    def calling(self, callback: Callable[[], None]) -> Iterator[None]:
+        """Run ``callback`` when the event is set inside the block, or at once."""
+        with self._guard:
+            self._callbacks.append(callback)
+        try:
+            if self.is_set():
+                callback()
+            yield
+        finally:
+            with self._guard:
+                self._callbacks.remove(callback)
+
+
 @dataclass
 class LoadStats:
     """Counters of one load, reported in ``DataFrame.attrs`` and the CLI summary."""
@@ -152,8 +201,9 @@ class LoadStats:
     pages: int = 0
     #: Set when the load is abandoned (its consumer failed or was interrupted):
     #: a retry wait ends at once and no further request is sent.
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    #: The same, for a run of several loads that another thread may abandon.
+    cancelled: CancelEvent = field(default_factory=CancelEvent)
+    #: The same, for a run of several loads that another thread may abandon;
+    #: a :class:`CancelEvent` also ends the request on the wire.
     run_cancelled: threading.Event | None = None
 
     def abandoned(self) -> bool:
@@ -162,8 +212,56 @@ class LoadStats:
         return self.cancelled.is_set() or (run is not None and run.is_set())
 
 
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    """A connection pool that remembers the connections it opens, to abort them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.opened = _Opened()
+
+    def _new_conn(self) -> BaseHTTPConnection:
+        return self.opened.add(super()._new_conn())
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    """The same for TLS."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.opened = _Opened()
+
+    def _new_conn(self) -> BaseHTTPSConnection:
+        return self.opened.add(super()._new_conn())
+
+
+class _Opened:
+    """The live connections of one pool, weakly held; threads add as they open."""
+
+    def __init__(self) -> None:
+        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._guard = threading.Lock()
+
+    def add(self, connection: _Connection) -> _Connection:
+        with self._guard:
+            self._connections.add(connection)
+        return connection
+
+    def shut_down(self) -> None:
+        """Shut the sockets down, both ways: a blocked read returns at once."""
+        with self._guard:
+            connections = list(self._connections)
+        for connection in connections:
+            sock = getattr(connection, "sock", None)
+            if sock is None:
+                continue  # not connected yet, or closed
+            with suppress(OSError):  # closed meanwhile
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+_POOL_CLASSES: dict[str, type] = {"http": _HTTPPool, "https": _HTTPSPool}
+
 #: A fast-lane origin: its connection pool, and the headers sent there.
-_Lane = tuple[urllib3.HTTPConnectionPool, dict[str, str]]
+_Lane = tuple[_HTTPPool | _HTTPSPool, dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -250,6 +348,29 @@ class Transport:
         if self._owns_session:
             self._session.close()
 
+    def abort(self) -> None:
+        """End the requests the own lane has on the wire; callable from any thread.
+
+        Each fails as a broken connection, and an idle connection is opened
+        again on its next use. A caller's session or a proxy is not reached:
+        its requests end within their timeout.
+        """
+        if self._pools is not None:
+            self._pools.abort()
+
+    @contextmanager
+    def aborting(self, stats: LoadStats) -> Iterator[None]:
+        """Inside, abandoning the load of ``stats`` (or its run) aborts requests.
+
+        Only a :class:`CancelEvent` can call back; a plain ``threading.Event``
+        as ``run_cancelled`` is seen before the next request, as before.
+        """
+        with ExitStack() as stack:
+            for event in (stats.cancelled, stats.run_cancelled):
+                if isinstance(event, CancelEvent):
+                    stack.enter_context(event.calling(self.abort))
+            yield
+
     def get_json(self, url: str, stats: LoadStats) -> Any:
         """GET ``url`` and decode its JSON body, retrying transient faults.
 
@@ -308,13 +429,18 @@ class Transport:
             self._limit.release(ticket, answer, wake=True)
 
     def _get_now(self, url: str, stats: LoadStats) -> Any:
-        if stats.abandoned():
-            raise TransportError("load abandoned", url=redact_url(url), transient=False)
-        stats.requests += 1
         shown = redact_url(url)
-        answer = None if self._pools is None else self._pools.get(url, shown)
-        if answer is None:  # a session of the caller's, or a proxy on the way
-            answer = self._get_with_session(url, shown)
+        if stats.abandoned():
+            raise _abandoned(shown)
+        stats.requests += 1
+        try:
+            answer = None if self._pools is None else self._pools.get(url, shown)
+            if answer is None:  # a session of the caller's, or a proxy on the way
+                answer = self._get_with_session(url, shown)
+        except TransportError as error:
+            if stats.abandoned():  # aborted, most likely: not a fault to retry
+                raise _abandoned(shown) from error
+            raise
         logger.debug("GET %s -> %d (%d bytes)", shown, answer.status, len(answer.body))
 
         if answer.status != 200:
@@ -480,6 +606,12 @@ class _DirectPools:
         if self._manager is not None:
             self._manager.clear()
 
+    def abort(self) -> None:
+        """Shut down the sockets of every connection the lane has open."""
+        for lane in list(self._lanes.values()):
+            if lane is not None:
+                lane[0].opened.shut_down()
+
     def _open(self, url: str, host: str) -> _Lane | None:
         """Set up the lane to ``url``'s origin, or None to leave it to requests."""
         session = self._session
@@ -490,13 +622,15 @@ class _DirectPools:
             self._manager = urllib3.PoolManager(
                 maxsize=self._connections, **_tls_options(settings["verify"])
             )
+            self._manager.pool_classes_by_scheme = _POOL_CLASSES
 
         headers = {name: str(value) for name, value in session.headers.items()}
         if isinstance(session.auth, _BasicAuth):
             headers["Authorization"] = session.auth.header
         if _is_loopback(host):
             headers["Accept-Encoding"] = "identity"
-        return self._manager.connection_from_url(url), headers
+        pool = self._manager.connection_from_url(url)  # of _POOL_CLASSES
+        return cast(_HTTPPool | _HTTPSPool, pool), headers
 
 
 def _tls_options(verify: bool | str | None) -> dict[str, Any]:
@@ -559,6 +693,10 @@ class _wait_retry_after(wait_base):
         asked = getattr(error, "retry_after", None)
         wait = self.fallback(retry_state) if asked is None else asked
         return min(max(wait, 0.0), self.cap)
+
+
+def _abandoned(url: str) -> TransportError:
+    return TransportError("load abandoned", url=url, transient=False)
 
 
 def _is_transient(error: BaseException) -> bool:

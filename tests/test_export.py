@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -23,7 +24,8 @@ from scripted import (
 )
 
 import conv_frames
-from conv_frames import APIError
+from conv_frames import APIError, TransportError
+from conv_frames._transport import CancelEvent
 
 OPTIONS: dict[str, Any] = {
     "account_sid": ACCOUNT_SID,
@@ -32,6 +34,8 @@ OPTIONS: dict[str, Any] = {
     "max_attempts": 2,
     "sleep": lambda _: None,
 }
+
+CLIENT_OPTIONS = {"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN}
 
 
 def chain(pages: list[list[dict[str, Any]]]) -> list[Step]:
@@ -215,3 +219,35 @@ def test_a_failed_page_does_not_wait_for_the_prefetched_pages_retries() -> None:
 
     assert elapsed < 5
     assert len(server.requests) <= 2
+
+
+def test_cancelling_an_export_ends_the_request_a_server_stalls(tmp_path: Path) -> None:
+    """The stalled read is cut when the event is set, not waited out (30 s)."""
+    path = tmp_path / "users.parquet"
+    steps = chain(PAGES)
+    steps[1].delay_s = 30.0  # page 1 stalls past anything the test waits
+    cancel = CancelEvent()
+    with ScriptedServer(steps) as server:
+        client = conv_frames.Client(
+            base_url=server.base_url, timeout=(5.0, 30.0), **CLIENT_OPTIONS
+        )
+
+        def cancel_once_stalled() -> None:
+            deadline = time.monotonic() + 10
+            while len(server.requests) < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.2)  # page 1's request is now read by nobody
+            cancel.set()
+
+        canceller = threading.Thread(target=cancel_once_stalled)
+        canceller.start()
+        started = time.monotonic()
+        with client, pytest.raises(TransportError, match="load abandoned") as caught:
+            client.export_users(SERVICE_SID, path, page_size=2, cancel=cancel)
+        elapsed = time.monotonic() - started
+        canceller.join()
+
+    assert elapsed < 5
+    assert caught.value.attempts == 1  # not retried
+    assert len(server.requests) == 2
+    assert list(tmp_path.iterdir()) == []
