@@ -52,7 +52,8 @@ def prefetch(
     and its request on the wire too. ``stop`` is left alone once the producer
     has ended of itself.
     The thread is joined before this returns, for up to two seconds: a request
-    already on the wire ends within its own timeout, its answer dropped.
+    already on the wire ends at once when ``stop`` is a ``CancelEvent`` the
+    transport aborts on, else within its own timeout, its answer dropped.
     """
     # Two C-level queues: items one way, permits to produce the other. The
     # permits bound the items waiting to two; Queue and Semaphore, built on
