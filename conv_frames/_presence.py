@@ -332,6 +332,11 @@ class PresenceFetcher:
         """
         check_presence_errors(errors)
         check_progress(progress)
+        if not isinstance(only_unfilled, bool):
+            raise ConfigurationError(
+                f"only_unfilled={only_unfilled!r} must be True (fetch only the users "
+                "a failed fill left unfilled) or False (fetch every user)"
+            )
         keys = _user_keys(frame)
         known = _known_presence(frame, keys) if only_unfilled else {}
         carried = _carried_failures(frame, known)
@@ -878,7 +883,7 @@ def _check_concurrency(
         if value > MAX_CONCURRENCY:
             raise ConfigurationError(
                 f"{name}={value!r} is more than {MAX_CONCURRENCY}, the most "
-                "requests in flight a presence fill keeps (one thread each); "
+                "requests in flight a presence fill keeps; "
                 f"pass at most {MAX_CONCURRENCY}: the pool finds the account's "
                 "limit below it by itself"
             )

@@ -795,7 +795,12 @@ def test_wrong_credentials_raise_even_in_lenient_mode(emu: Emulator) -> None:
         (
             {"max_concurrency": 10**6},
             "max_concurrency=1000000 is more than 256, the most requests in flight "
-            "a presence fill keeps (one thread each); pass at most 256",
+            "a presence fill keeps; pass at most 256",
+        ),
+        (
+            {"only_unfilled": "yes"},
+            "only_unfilled='yes' must be True (fetch only the users a failed fill "
+            "left unfilled) or False (fetch every user)",
         ),
         ({"initial_concurrency": 257}, "initial_concurrency=257 is more than 256"),
         (
