@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(_header(), flush=True)
 
     timings = Timings()
-    server = EmulatorProcess([*sizes, WARM_UP_USERS])
+    server = EmulatorProcess([*sizes, WARM_UP_USERS], pin=True)
     with server as info:
         _warm_up(info, sizes)
         sdk_requests = _check_rivals(info, min(sizes), server)
@@ -160,7 +160,7 @@ def _time_normalizer(info: ServerInfo, users: int, runs: int, timings: Timings) 
 def _time_latency(runs: int) -> dict[str, Any]:
     """``load_users`` (and the floor) with 20 ms added to every answer."""
     timings = Timings()
-    with EmulatorProcess([TARGET_USERS], latency=LATENCY) as info:
+    with EmulatorProcess([TARGET_USERS], latency=LATENCY, pin=True) as info:
         pages = _rivals.walk_floor(info, TARGET_USERS)  # renders every page once
         cases = {
             "load_users": _rivals.load_with_conv_frames,

@@ -8,8 +8,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack
+from collections.abc import Callable, Generator, Iterator, Mapping
+from contextlib import ExitStack, closing
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -42,7 +42,6 @@ from ._frame import (
 )
 from ._pages import Page, iter_pages
 from ._parquet import ParquetSink, write_table
-from ._prefetch import prefetch
 from ._presence import (
     DEFAULT_MAX_CONCURRENCY,
     PresenceErrors,
@@ -341,7 +340,7 @@ class Client:
         first_url = self._users_url(service_sid, page_size)
         tally = _Tally(service_sid, datetime.now(UTC))
         tally.stats.run_cancelled = cancel
-        pages = self._walk(first_url, page_size, max_pages, tally.stats)
+        pages = self._walk(first_url, page_size, max_pages, tally.stats, ahead=True)
         with ExitStack() as stack:
             # Abandoning the load, or its run, ends a request the server stalls.
             stack.enter_context(self._transport.aborting(tally.stats))
@@ -352,7 +351,8 @@ class Client:
                     ParquetSink(parquet_path, row_group_rows=row_group_rows)
                 )
             # The next page is on the wire while this one is typed and written.
-            for page in prefetch(pages, stop=tally.stats.cancelled):
+            pages = stack.enter_context(closing(pages))
+            for page in pages:
                 batch = normalize_records(page, invalid_attributes=invalid_attributes)
                 tally.add(batch)
                 if sink is not None:
@@ -433,24 +433,42 @@ class Client:
         return f"{self.base_url}{path}?PageSize={page_size}"
 
     def _walk(
-        self, first_url: str, page_size: int, max_pages: int | None, stats: LoadStats
-    ) -> Iterator[Page]:
+        self,
+        first_url: str,
+        page_size: int,
+        max_pages: int | None,
+        stats: LoadStats,
+        *,
+        ahead: bool = False,
+    ) -> Generator[Page, None, None]:
         check_max_pages(max_pages)
-        return self._pages(first_url, page_size, max_pages, stats)
+        return self._pages(first_url, page_size, max_pages, stats, ahead)
 
     def _pages(
-        self, first_url: str, page_size: int, max_pages: int | None, stats: LoadStats
-    ) -> Iterator[Page]:
-        for page in iter_pages(
-            self._transport, first_url, key="users", stats=stats, max_pages=max_pages
-        ):
-            if page.number == 0 and page.page_size not in (None, page_size):
-                logger.info(
-                    "the server uses pages of %s users (asked %d)",
-                    page.page_size,
-                    page_size,
-                )
-            yield page
+        self,
+        first_url: str,
+        page_size: int,
+        max_pages: int | None,
+        stats: LoadStats,
+        ahead: bool,
+    ) -> Generator[Page, None, None]:
+        pages = iter_pages(
+            self._transport,
+            first_url,
+            key="users",
+            stats=stats,
+            max_pages=max_pages,
+            ahead=ahead,
+        )
+        with closing(pages):
+            for page in pages:
+                if page.number == 0 and page.page_size not in (None, page_size):
+                    logger.info(
+                        "the server uses pages of %s users (asked %d)",
+                        page.page_size,
+                        page_size,
+                    )
+                yield page
 
 
 class _Tally:
@@ -462,7 +480,7 @@ class _Tally:
         self.clock = time.perf_counter()
         self.stats = LoadStats()
         self.rows = 0
-        self.pages = 0  # pages typed; stats.pages runs ahead by the prefetched one
+        self.pages = 0  # pages typed and written
         self.invalid_attributes = 0
         # ~38 bytes a user, for duplicate counts: the last pages' SIDs, and
         # blocks of earlier ones merged so that few small buffers are kept.

@@ -9,12 +9,12 @@ seen, before a request is sent to it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 from urllib.parse import parse_qsl, urljoin, urlsplit
 
 from ._errors import PaginationError, SchemaError
-from ._transport import LoadStats, Transport, redact_url
+from ._transport import LoadStats, Transport, _Sent, redact_url
 
 __all__ = ["Page", "iter_pages"]
 
@@ -65,7 +65,8 @@ def iter_pages(
     key: str,
     stats: LoadStats,
     max_pages: int | None = None,
-) -> Iterator[Page]:
+    ahead: bool = False,
+) -> Generator[Page, None, None]:
     """Yield every page of a Twilio list resource, in the server's order.
 
     Args:
@@ -75,6 +76,11 @@ def iter_pages(
         key: The list's name, which ``meta.key`` must equal (``"users"``).
         stats: Counts pages, requests and retries.
         max_pages: Stop with a :class:`PaginationError` past this many pages.
+        ahead: Put the next page's request on the wire before a page is
+            yielded, so the server answers while the caller works on the page.
+            Never more than that one request: a caller that stops (an error, or
+            closing the iterator) drops its answer unread, and nothing past it
+            is sent. The link is checked before anything is sent to it.
 
     Raises:
         PaginationError: A next link that must not be followed, or too many pages.
@@ -84,24 +90,46 @@ def iter_pages(
     seen: set[PageIdentity] = {_identity(first_url)}  # _next_url adds the others
     url: str | None = first_url
     number = 0
-    while url is not None:
-        if max_pages is not None and number >= max_pages:
-            raise PaginationError(
-                f"stopped after max_pages={max_pages} pages and the server still "
-                f"links a next page ({redact_url(url)}); raise max_pages if the "
-                "service is really that large"
-            )
-        page = _read_page(
-            transport.get_json(url, stats), key=key, number=number, url=url
+    sent: _Sent | None = None  # the request for ``url``, when sent ahead
+    try:
+        while url is not None:
+            _check_page_budget(number, max_pages, url)
+            answer = transport.get_json(url, stats, sent=sent)  # owns ``sent`` now
+            sent = None
+            page = _read_page(answer, key=key, number=number, url=url)
+            if page.self_url is not None:
+                # What the server says it served counts too: an earlier page
+                # handed back under a new link is caught when that page's link
+                # comes again.
+                seen.add(_identity(page.self_url))
+            stats.pages += 1
+            number += 1
+            refused: PaginationError | None = None
+            try:
+                url = _next_url(page, scope, seen)
+            except PaginationError as error:
+                url, refused = None, error  # raised once the page is handed over
+            if ahead and url is not None and _within_budget(number, max_pages):
+                sent = transport.send(url, stats)
+            yield page
+            if refused is not None:
+                raise refused
+    finally:
+        if sent is not None:  # the caller stopped: nobody reads this answer
+            sent.discard()
+
+
+def _within_budget(number: int, max_pages: int | None) -> bool:
+    return max_pages is None or number < max_pages
+
+
+def _check_page_budget(number: int, max_pages: int | None, url: str) -> None:
+    if not _within_budget(number, max_pages):
+        raise PaginationError(
+            f"stopped after max_pages={max_pages} pages and the server still "
+            f"links a next page ({redact_url(url)}); raise max_pages if the "
+            "service is really that large"
         )
-        if page.self_url is not None:
-            # What the server says it served counts too: an earlier page handed
-            # back under a new link is caught when that page's link comes again.
-            seen.add(_identity(page.self_url))
-        stats.pages += 1
-        yield page
-        url = _next_url(page, scope, seen)
-        number += 1
 
 
 def _read_page(body: Any, *, key: str, number: int, url: str) -> Page:

@@ -33,6 +33,7 @@ import math
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 import weakref
@@ -40,8 +41,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
-from urllib.parse import urlsplit
+from functools import partial
+from http.client import HTTPException
+from typing import Any, Protocol, TypeVar
+from urllib.parse import SplitResult, urlsplit
 
 import orjson
 import requests
@@ -55,11 +58,9 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
+from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from ._config import Credentials, _is_loopback
-
-if TYPE_CHECKING:
-    from urllib3._base_connection import BaseHTTPConnection, BaseHTTPSConnection
 from ._errors import APIError, RequestTimeout, SchemaError, TransportError
 
 __all__ = [
@@ -212,30 +213,8 @@ class LoadStats:
         return self.cancelled.is_set() or (run is not None and run.is_set())
 
 
-class _HTTPPool(urllib3.HTTPConnectionPool):
-    """A connection pool that remembers the connections it opens, to abort them."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.opened = _Opened()
-
-    def _new_conn(self) -> BaseHTTPConnection:
-        return self.opened.add(super()._new_conn())
-
-
-class _HTTPSPool(urllib3.HTTPSConnectionPool):
-    """The same for TLS."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.opened = _Opened()
-
-    def _new_conn(self) -> BaseHTTPSConnection:
-        return self.opened.add(super()._new_conn())
-
-
 class _Opened:
-    """The live connections of one pool, weakly held; threads add as they open."""
+    """The live connections of one lane, weakly held; threads add as they open."""
 
     def __init__(self) -> None:
         self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -256,12 +235,6 @@ class _Opened:
                 continue  # not connected yet, or closed
             with suppress(OSError):  # closed meanwhile
                 sock.shutdown(socket.SHUT_RDWR)
-
-
-_POOL_CLASSES: dict[str, type] = {"http": _HTTPPool, "https": _HTTPSPool}
-
-#: A fast-lane origin: its connection pool, and the headers sent there.
-_Lane = tuple[_HTTPPool | _HTTPSPool, dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -317,8 +290,8 @@ class Transport:
         if self._owns_session:
             self._session.auth = self._auth
             self._session.headers.update(self._headers)
-        self._pools = (
-            _DirectPools(self._session, timeout, connections)
+        self._lane = (
+            _DirectLane(self._session, timeout, connections)
             if self._owns_session
             else None
         )
@@ -343,8 +316,8 @@ class Transport:
 
     def close(self) -> None:
         """Release the pooled connections."""
-        if self._pools is not None:
-            self._pools.close()
+        if self._lane is not None:
+            self._lane.close()
         if self._owns_session:
             self._session.close()
 
@@ -355,8 +328,8 @@ class Transport:
         again on its next use. A caller's session or a proxy is not reached:
         its requests end within their timeout.
         """
-        if self._pools is not None:
-            self._pools.abort()
+        if self._lane is not None:
+            self._lane.abort()
 
     @contextmanager
     def aborting(self, stats: LoadStats) -> Iterator[None]:
@@ -371,16 +344,39 @@ class Transport:
                     stack.enter_context(event.calling(self.abort))
             yield
 
-    def get_json(self, url: str, stats: LoadStats) -> Any:
+    def get_json(self, url: str, stats: LoadStats, *, sent: _Sent | None = None) -> Any:
         """GET ``url`` and decode its JSON body, retrying transient faults.
 
         Requests and retries are counted in ``stats``.
+
+        Args:
+            url: What to GET.
+            stats: The load's counters, and whether it was abandoned.
+            sent: The request for ``url`` already on the wire (from
+                :meth:`send`): its answer is the first attempt's.
 
         Raises:
             APIError: An error status, after retries when it was transient.
             TransportError: The network failed or the body was not JSON.
             SchemaError: The body was JSON but nested beyond what can be decoded.
         """
+
+        # The first attempt runs bare: most requests succeed at once, and
+        # tenacity's machinery costs more than a page on a fast link (#4).
+        try:
+            if sent is None:
+                return self._get_once(url, stats)
+            return self._answer(sent, url, stats)
+        except (APIError, TransportError) as error:
+            if not _is_transient(error):
+                error.attempts = 1
+                raise
+            failed: list[BaseException] = [error]
+
+        def attempt() -> Any:
+            if failed:  # tenacity's first attempt is the one that just failed
+                raise failed.pop()
+            return self._get_once(url, stats)
 
         def before_sleep(state: RetryCallState) -> None:
             stats.retries += 1
@@ -390,10 +386,27 @@ class Transport:
             before_sleep=before_sleep, sleep=self._sleep_unless_cancelled(stats)
         )
         try:
-            return retrying(self._get_once, url, stats)
+            return retrying(attempt)
         except (APIError, TransportError) as error:
             error.attempts = int(retrying.statistics.get("attempt_number", 1))
             raise
+
+    def send(self, url: str, stats: LoadStats) -> _Sent | None:
+        """Put a GET of ``url`` on the wire and return without its answer.
+
+        Pass the result to :meth:`get_json` as ``sent`` to read the answer,
+        or call its ``discard()``. Returns None (send nothing) when the load
+        was abandoned, when the request would go through requests (a caller's
+        session, a proxy), or when requests share a limit, which holds a slot
+        only while a request is being answered.
+        """
+        if self._lane is None or self._limit is not None or stats.abandoned():
+            return None
+        shown = redact_url(url)
+        sent = self._lane.send(url, shown)
+        if sent is not None:
+            stats.requests += 1
+        return sent
 
     def _sleep_unless_cancelled(self, stats: LoadStats) -> Sleep:
         if self._sleep is not time.sleep:
@@ -432,17 +445,29 @@ class Transport:
         shown = redact_url(url)
         if stats.abandoned():
             raise _abandoned(shown)
+        sent = None if self._lane is None else self._lane.send(url, shown)
         stats.requests += 1
+        if sent is not None:
+            return self._answer(sent, url, stats)
+        # A session of the caller's, or a proxy on the way.
+        return self._check(self._get_with_session(url, shown), shown)
+
+    def _answer(self, sent: _Sent, url: str, stats: LoadStats) -> Any:
+        """Read the answer to a request on the wire, and decode it."""
+        if stats.abandoned():
+            sent.discard()
+            raise _abandoned(sent.shown)
         try:
-            answer = None if self._pools is None else self._pools.get(url, shown)
-            if answer is None:  # a session of the caller's, or a proxy on the way
-                answer = self._get_with_session(url, shown)
+            answer = sent.receive()
         except TransportError as error:
             if stats.abandoned():  # aborted, most likely: not a fault to retry
-                raise _abandoned(shown) from error
+                raise _abandoned(sent.shown) from error
             raise
-        logger.debug("GET %s -> %d (%d bytes)", shown, answer.status, len(answer.body))
+        return self._check(answer, sent.shown)
 
+    @staticmethod
+    def _check(answer: _Answer, shown: str) -> Any:
+        logger.debug("GET %s -> %d (%d bytes)", shown, answer.status, len(answer.body))
         if answer.status != 200:
             raise _status_error(answer, shown)
         return _decode_body(answer, shown)
@@ -536,12 +561,128 @@ class _BasicAuth(requests.auth.AuthBase):
         return f"<BasicAuth username={self._username!r} password='***'>"
 
 
-class _DirectPools:
-    """The fast lane: GETs through one urllib3 pool manager, set up once.
+class _Sent:
+    """A GET on the wire whose answer nobody has read yet.
+
+    Made by :meth:`_Origin.send`; exactly one of :meth:`receive` and
+    :meth:`discard` is called. A failure while sending is kept and raised by
+    :meth:`receive`, inside the retry loop of the request it belongs to.
+    """
+
+    def __init__(
+        self,
+        origin: _Origin,
+        connection: HTTPConnection,
+        shown: str,
+        error: BaseException | None = None,
+    ) -> None:
+        self.origin = origin
+        self.connection = connection
+        self.shown = shown
+        self.error = error
+
+    def receive(self) -> _Answer:
+        """Read the answer; the connection goes back to the origin once read."""
+        return self.origin.receive(self)
+
+    def discard(self) -> None:
+        """Drop the request: its connection is closed with the answer unread."""
+        self.connection.close()
+
+
+class _Origin:
+    """The connections kept open to one origin, and the headers sent there.
+
+    Each request takes an idle connection (or opens one), and gives it back
+    once its answer is read: at most ``keep`` are kept idle, one per thread
+    that sends at once. A connection the server closed while idle is opened
+    again before it is used.
+    """
+
+    def __init__(
+        self,
+        connection_class: type[HTTPConnection],
+        host: str,
+        port: int | None,
+        headers: dict[str, str],
+        options: dict[str, Any],
+        timeout: tuple[float, float],
+        keep: int,
+    ) -> None:
+        self.headers = headers
+        self.opened = _Opened()
+        self._open = partial(connection_class, host, port, **options)
+        self._connect_timeout, self._read_timeout = timeout
+        self._keep = keep
+        self._idle: list[HTTPConnection] = []
+        self._guard = threading.Lock()
+        # An origin dropped without close() still closes what it kept open.
+        weakref.finalize(self, _close_all, self._idle)
+
+    def send(self, target: str, shown: str) -> _Sent:
+        """Put a GET of ``target`` on the wire and return at once."""
+        with self._guard:
+            connection = self._idle.pop() if self._idle else None
+        if connection is None:
+            connection = self.opened.add(self._open(timeout=self._connect_timeout))
+        elif not connection.is_connected:
+            connection.close()  # the server closed it while idle: open it again
+        connection.timeout = self._connect_timeout
+        try:
+            connection.request(
+                "GET", target, headers=self.headers, preload_content=False
+            )
+        except (urllib3.exceptions.HTTPError, OSError, HTTPException) as error:
+            connection.close()
+            return _Sent(self, connection, shown, error)
+        connection.timeout = self._read_timeout
+        return _Sent(self, connection, shown)
+
+    def receive(self, sent: _Sent) -> _Answer:
+        """Read the answer to ``sent``, then keep its connection for reuse."""
+        connection = sent.connection
+        try:
+            try:
+                if sent.error is not None:
+                    raise sent.error
+                response = connection.getresponse()
+            except (urllib3.exceptions.HTTPError, OSError, HTTPException) as error:
+                raise _network_error(_as_requests_error(error), sent.shown) from error
+            try:
+                body = response.read(decode_content=True)
+            except (urllib3.exceptions.HTTPError, OSError) as error:
+                cause = _as_requests_error(error, reading_body=True)
+                raise _network_error(cause, sent.shown) from error
+        except BaseException:
+            connection.close()
+            raise
+        with self._guard:
+            kept = len(self._idle) < self._keep
+            if kept:
+                self._idle.append(connection)
+        if not kept:
+            connection.close()
+        return _Answer(response.status, response.headers, body)
+
+    def close(self) -> None:
+        """Close the idle connections."""
+        with self._guard:
+            _close_all(self._idle)
+
+
+def _close_all(connections: list[HTTPConnection]) -> None:
+    while connections:
+        connections.pop().close()
+
+
+class _DirectLane:
+    """The fast lane: GETs over urllib3 connections kept open, set up once.
 
     It sends what requests sends for the transport's own session (the same
     headers and auth, TLS checked against the same CA bundle) without the work
-    requests repeats on every call. Compressed answers are asked for except on
+    requests, and urllib3's pool, repeat on every call. Sending and reading
+    are apart, so a walk can put the next page's request on the wire before
+    it works on this page. Compressed answers are asked for except on
     loopback, where there is no bandwidth to save and inflating costs more
     than it spares. An origin that an environment proxy applies to is left to
     requests, which knows how to reach it.
@@ -551,86 +692,70 @@ class _DirectPools:
         self, session: requests.Session, timeout: Timeout, connections: int
     ) -> None:
         self._session = session
-        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
-        self._timeout = urllib3.Timeout(connect=connect, read=read)
+        self._timeout = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         self._connections = connections
-        # Per origin: its connection pool and headers, or None for requests.
-        self._lanes: dict[tuple[str, str], _Lane | None] = {}
-        self._manager: urllib3.PoolManager | None = None
+        # Per origin: its connections and headers, or None for requests.
+        self._origins: dict[tuple[str, str], _Origin | None] = {}
         self._opening = threading.Lock()  # threads may share the lane (presence)
 
-    def get(self, url: str, shown: str) -> _Answer | None:
-        """Send one GET, or return None if this lane does not serve the origin.
+    def send(self, url: str, shown: str) -> _Sent | None:
+        """Put a GET on the wire, or return None if this lane does not serve the origin.
 
         Whether it does is decided on the first request to each origin.
         Redirects are never followed.
         """
         parts = urlsplit(url)
-        origin = (parts.scheme, parts.netloc)
-        if origin not in self._lanes:
+        key = (parts.scheme, parts.netloc)
+        if key not in self._origins:
             with self._opening:
-                if origin not in self._lanes:
-                    self._lanes[origin] = self._open(url, parts.hostname or "")
-        lane = self._lanes[origin]
-        if lane is None:
+                if key not in self._origins:
+                    self._origins[key] = self._open(url, parts)
+        origin = self._origins[key]
+        if origin is None:
             return None
-
-        pool, headers = lane
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
-        try:
-            response = pool.urlopen(
-                "GET",
-                target,
-                headers=headers,
-                redirect=False,
-                assert_same_host=False,
-                retries=False,
-                timeout=self._timeout,
-                preload_content=False,
-            )
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise _network_error(_as_requests_error(error), shown) from error
-        try:
-            body = response.read(decode_content=True)
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            cause = _as_requests_error(error, reading_body=True)
-            raise _network_error(cause, shown) from error
-        finally:
-            response.release_conn()
-        return _Answer(response.status, response.headers, body)
+        return origin.send(target, shown)
 
     def close(self) -> None:
-        """Close the pooled connections."""
-        if self._manager is not None:
-            self._manager.clear()
+        """Close the connections kept open."""
+        for origin in list(self._origins.values()):
+            if origin is not None:
+                origin.close()
 
     def abort(self) -> None:
         """Shut down the sockets of every connection the lane has open."""
-        for lane in list(self._lanes.values()):
-            if lane is not None:
-                lane[0].opened.shut_down()
+        for origin in list(self._origins.values()):
+            if origin is not None:
+                origin.opened.shut_down()
 
-    def _open(self, url: str, host: str) -> _Lane | None:
+    def _open(self, url: str, parts: SplitResult) -> _Origin | None:
         """Set up the lane to ``url``'s origin, or None to leave it to requests."""
         session = self._session
         settings = session.merge_environment_settings(url, {}, None, None, None)
         if requests.utils.select_proxy(url, settings["proxies"]):
             return None
-        if self._manager is None:
-            self._manager = urllib3.PoolManager(
-                maxsize=self._connections, **_tls_options(settings["verify"])
-            )
-            self._manager.pool_classes_by_scheme = _POOL_CLASSES
-
         headers = {name: str(value) for name, value in session.headers.items()}
         if isinstance(session.auth, _BasicAuth):
             headers["Authorization"] = session.auth.header
+        host = parts.hostname or ""
         if _is_loopback(host):
             headers["Accept-Encoding"] = "identity"
-        pool = self._manager.connection_from_url(url)  # of _POOL_CLASSES
-        return cast(_HTTPPool | _HTTPSPool, pool), headers
+        if parts.scheme == "https":
+            connection_class: type[HTTPConnection] = HTTPSConnection
+            options = _tls_options(settings["verify"])
+        else:
+            connection_class, options = HTTPConnection, {}
+        return _Origin(
+            connection_class,
+            host,
+            parts.port,
+            headers,
+            options,
+            self._timeout,
+            self._connections,
+        )
 
 
 def _tls_options(verify: bool | str | None) -> dict[str, Any]:
@@ -646,7 +771,7 @@ def _tls_options(verify: bool | str | None) -> dict[str, Any]:
 def _as_requests_error(
     error: Exception, *, reading_body: bool = False
 ) -> requests.RequestException:
-    """The error requests raises for a urllib3 or socket ``error``.
+    """The error requests raises for a urllib3, http.client or socket ``error``.
 
     The fast lane translates through this so that both lanes report a fault
     with the same words. Once the headers are in (``reading_body``), requests
@@ -660,7 +785,7 @@ def _as_requests_error(
         return requests.ConnectionError(error)
     if isinstance(error, errors.ConnectTimeoutError):
         return requests.ConnectTimeout(error)
-    if isinstance(error, errors.SSLError):
+    if isinstance(error, errors.SSLError | ssl.SSLError | ssl.CertificateError):
         return requests.exceptions.SSLError(error)
     if reading_body and isinstance(error, errors.DecodeError):
         return requests.exceptions.ContentDecodingError(error)
@@ -668,6 +793,8 @@ def _as_requests_error(
         return requests.exceptions.ChunkedEncodingError(error)
     if isinstance(error, errors.InvalidHeader):
         return requests.exceptions.InvalidHeader(error)
+    if isinstance(error, TimeoutError):  # the socket's own, waiting for the headers
+        return requests.ReadTimeout(error)
     return requests.ConnectionError(error)
 
 

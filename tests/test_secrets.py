@@ -313,7 +313,7 @@ def test_no_failure_lets_the_secret_out(
     failures = len(EVERY_TRANSIENT_FAULT) + 1 + 3 + 1
     assert evidence.errors == failures
     loggers = {record.name for record in caplog.records}
-    assert {"urllib3.connectionpool", "conv_frames._transport"} <= loggers
+    assert "conv_frames._transport" in loggers
     assert any(record.levelno == logging.DEBUG for record in caplog.records)
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == ["cli-ok.parquet", "good.parquet", "streamed.parquet"]

@@ -4,7 +4,8 @@
   leaves every page it cannot type to it;
 - merged batches make the same frame as the pages they merge;
 - the fast transport lane reports every fault with the words requests would;
-- the prefetch never runs more than one page ahead;
+- the walk sends at most the next page's request ahead, and an error stops it
+  where it happened, with no page lost or repeated;
 - ``load_services`` loads services side by side within its bound, and one
   failure loses none of the others.
 
@@ -13,16 +14,17 @@ Nothing here measures time: the benchmarks do (``python -m benchmarks.run``).
 
 from __future__ import annotations
 
-import threading
+import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import pyarrow as pa
 import pytest
 import requests
 from pandas.testing import assert_frame_equal
-from scripted import ScriptedServer, Step, user_record, users_page
+from scripted import ScriptedServer, Step, twilio_error, user_record, users_page
 
 import conv_frames
 from conv_frames import ConfigurationError, ServicesLoadError
@@ -35,7 +37,7 @@ from conv_frames._frame import (
     count_duplicate_sids,
     normalize_records,
 )
-from conv_frames._prefetch import prefetch
+from conv_frames._pages import Page, iter_pages
 from conv_frames._transport import LoadStats, RetryPolicy, Transport
 from conv_frames.emulator import Emulator, Fault, FaultPlan, make_users
 
@@ -218,23 +220,25 @@ def test_an_environment_proxy_leaves_the_origin_to_requests(
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    pools = transport()._pools
-    assert pools is not None
+    lane = transport()._lane
+    assert lane is not None
 
-    assert pools.get("http://127.0.0.1:9/v1/Users", "shown") is None
+    assert lane.send("http://127.0.0.1:9/v1/Users", "shown") is None
 
 
 def test_compression_is_asked_for_except_on_loopback() -> None:
-    pools = transport()._pools
-    assert pools is not None
+    lane = transport()._lane
+    assert lane is not None
 
-    local = pools._open("http://127.0.0.1:9/v1/Users", "127.0.0.1")
-    remote = pools._open("https://conversations.twilio.com/v1/Users", "twilio.com")
+    local_url = "http://127.0.0.1:9/v1/Users"
+    remote_url = "https://conversations.twilio.com/v1/Users"
+    local = lane._open(local_url, urlsplit(local_url))
+    remote = lane._open(remote_url, urlsplit(remote_url))
     assert local is not None
     assert remote is not None
-    assert local[1]["Accept-Encoding"] == "identity"
-    assert "gzip" in remote[1]["Accept-Encoding"]
-    assert remote[1]["Authorization"].startswith("Basic ")
+    assert local.headers["Accept-Encoding"] == "identity"
+    assert "gzip" in remote.headers["Accept-Encoding"]
+    assert remote.headers["Authorization"].startswith("Basic ")
 
 
 def test_the_fast_lane_inflates_a_compressed_page() -> None:
@@ -245,11 +249,11 @@ def test_the_fast_lane_inflates_a_compressed_page() -> None:
             timeout=(5.0, 5.0),
             retry=POLICY,
         )
-        assert client._pools is not None
+        assert client._lane is not None
         plain = client.get_json(url, LoadStats())
-        lane = next(iter(client._pools._lanes.values()))
-        assert lane is not None
-        lane[1]["Accept-Encoding"] = "gzip"
+        origin = next(iter(client._lane._origins.values()))
+        assert origin is not None
+        origin.headers["Accept-Encoding"] = "gzip"
         inflated = client.get_json(url, LoadStats())
 
     assert inflated == plain
@@ -331,23 +335,111 @@ def options(emu: Emulator) -> dict[str, Any]:
     }
 
 
-# --- the prefetch -------------------------------------------------------------
+# --- the walk one request ahead -----------------------------------------------
+
+LISTING = f"/v1/Services/IS{'5e' * 16}/Users"
 
 
-def test_the_prefetch_never_runs_more_than_one_item_ahead() -> None:
-    produced: list[int] = []
-    lock = threading.Lock()
+def chained(pages: int, *, failing: dict[int, Step] | None = None) -> list[Step]:
+    """``pages`` one-user pages linked in order; ``failing`` answers come first."""
+    steps: list[Step] = []
+    for number in range(pages):
+        if failing and number in failing:
+            steps.append(failing[number])
+        link = None
+        if number + 1 < pages:
+            link = f"{{BASE}}{LISTING}?Page={number + 1}"
+        page = users_page([user_record(number + 1)], page=number, next_page_url=link)
+        steps.append(Step(json=page))
+    return steps
 
-    def items() -> Iterator[int]:
-        for number in range(50):
-            with lock:
-                produced.append(number)
-            yield number
 
-    for held in prefetch(items()):
-        with lock:
-            assert max(produced) <= held + 1
-        threading.Event().wait(0.001 if held % 7 else 0.02)  # let it run ahead
+def walk_ahead(
+    server: ScriptedServer, stats: LoadStats, *, max_pages: int | None = None
+) -> Iterator[Page]:
+    return iter_pages(
+        Transport(
+            CREDENTIALS,
+            timeout=(5.0, 5.0),
+            retry=RetryPolicy(max_attempts=3),
+            sleep=lambda seconds: None,
+        ),
+        f"{server.base_url}{LISTING}?Page=0",
+        key="users",
+        stats=stats,
+        max_pages=max_pages,
+        ahead=True,
+    )
+
+
+def requested_pages(server: ScriptedServer) -> list[str]:
+    return [recorded.query.get("Page", "0") for recorded in server.requests]
+
+
+def arrived(server: ScriptedServer, count: int) -> bool:
+    """Wait (up to 5 s) until the server has seen ``count`` requests."""
+    deadline = time.monotonic() + 5
+    while len(server.requests) < count and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return len(server.requests) >= count
+
+
+def test_the_next_request_is_on_the_wire_while_a_page_is_held() -> None:
+    with ScriptedServer(chained(5)) as server:
+        for page in walk_ahead(server, LoadStats()):
+            # Page N is in the caller's hands: page N+1 was asked for, not N+2.
+            expected = min(page.number + 2, 5)
+            assert arrived(server, expected)
+            assert len(server.requests) == expected
+
+    assert requested_pages(server) == ["0", "1", "2", "3", "4"]
+
+
+def test_an_error_comes_after_every_page_before_it_each_once() -> None:
+    missing = Step(404, json=twilio_error(404, 20404, "Not found"))
+    steps = [*chained(3), missing]
+    steps[2].json["meta"]["next_page_url"] = f"{{BASE}}{LISTING}?Page=3"
+    received: list[int] = []
+    with ScriptedServer(steps) as server:
+        with pytest.raises(conv_frames.APIError, match="Not found"):
+            received.extend(page.number for page in walk_ahead(server, LoadStats()))
+
+    assert received == [0, 1, 2]
+    assert requested_pages(server) == ["0", "1", "2", "3"]
+
+
+def test_a_fault_on_the_request_sent_ahead_is_retried_like_any_other() -> None:
+    busy = Step(503, json=twilio_error(503, 20503, "Busy"))
+    stats = LoadStats()
+    with ScriptedServer(chained(4, failing={2: busy})) as server:
+        users = [page[0]["sid"] for page in walk_ahead(server, stats)]
+
+    assert users == [user_record(number)["sid"] for number in range(1, 5)]
+    assert requested_pages(server) == ["0", "1", "2", "2", "3"]
+    assert (stats.pages, stats.requests, stats.retries) == (4, 5, 1)
+
+
+def test_nothing_is_sent_ahead_past_max_pages() -> None:
+    stats = LoadStats()
+    with ScriptedServer(chained(5)) as server:
+        pages = walk_ahead(server, stats, max_pages=2)
+        with pytest.raises(conv_frames.PaginationError, match="max_pages=2"):
+            list(pages)
+
+    assert requested_pages(server) == ["0", "1"]
+    assert stats.requests == 2
+
+
+def test_a_bad_link_is_refused_after_its_page_and_never_sent_to() -> None:
+    steps = chained(2)
+    steps[0].json["meta"]["next_page_url"] = "http://elsewhere.example/v1/Users"
+    received: list[int] = []
+    with ScriptedServer(steps) as server:
+        with pytest.raises(conv_frames.PaginationError, match="leaves the origin"):
+            received.extend(page.number for page in walk_ahead(server, LoadStats()))
+
+    assert received == [0]
+    assert requested_pages(server) == ["0"]
 
 
 def test_a_rejected_page_stops_the_walk_before_the_page_after_next() -> None:
@@ -357,19 +449,23 @@ def test_a_rejected_page_stops_the_walk_before_the_page_after_next() -> None:
     for number, records in enumerate(pages):
         link = None
         if number + 1 < len(pages):
-            link = f"{{BASE}}/v1/Services/IS{'5e' * 16}/Users?Page={number + 1}"
+            link = f"{{BASE}}{LISTING}?Page={number + 1}"
         steps.append(Step(json=users_page(records, page=number, next_page_url=link)))
 
-    for _ in range(20):  # a race would show within a few tries
-        with ScriptedServer(steps) as server:
-            with pytest.raises(conv_frames.SchemaError):
-                conv_frames.load_users(
-                    "IS" + "5e" * 16,
-                    account_sid=CREDENTIALS.account_sid,
-                    auth_token="token",
-                    base_url=server.base_url,
-                )
-        assert len(server.requests) <= 3
+    with ScriptedServer(steps) as server:
+        with pytest.raises(conv_frames.SchemaError, match="is_online"):
+            conv_frames.load_users(
+                "IS" + "5e" * 16,
+                account_sid=CREDENTIALS.account_sid,
+                auth_token="token",
+                base_url=server.base_url,
+            )
+        # Page 2 was on the wire when page 1 was refused; nothing after it.
+        assert arrived(server, 3)
+        time.sleep(0.2)  # a request for page 3 would have arrived by now
+
+    assert requested_pages(server)[-1] == "2"
+    assert len(server.requests) == 3
 
 
 # --- several services at once -------------------------------------------------
