@@ -9,10 +9,12 @@ reused by the DataFrame so no row is parsed twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from itertools import chain
+from operator import itemgetter
+from typing import Any, Literal, NamedTuple
 
 import orjson
 import pandas as pd
@@ -22,10 +24,15 @@ import pyarrow.compute as pc
 from ._errors import ConfigurationError, SchemaError
 from ._schema import (
     ATTRIBUTES,
+    BOOLEAN_COLUMNS,
     COLUMNS,
     INVALID_ATTRIBUTES_TEXT,
     JSON_TEXT,
     LINKS,
+    LINKS_TYPE,
+    STRING_COLUMNS,
+    TIMESTAMP,
+    TIMESTAMP_COLUMNS,
     USERS_SCHEMA,
     DtypeBackend,
     pandas_dtype,
@@ -47,16 +54,21 @@ InvalidAttributes = Literal["raise", "null"]
 _KNOWN = frozenset(COLUMNS)
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
 
-#: A record as Arrow reads it in one pass: the schema's fields, with those typed
-#: afterwards (the JSON text, the timestamps) read as plain strings first.
-_RECORD_TYPE = pa.struct(
-    [
-        pa.field(column.name, pa.string())
-        if column.type == JSON_TEXT or pa.types.is_timestamp(column.type)
-        else column
-        for column in USERS_SCHEMA
-    ]
-)
+#: The known fields in the order the one-pass path reads them: the text fields,
+#: with the two dates last so that one cast types both, then the flags, then links.
+_TEXT_FIELDS = (*STRING_COLUMNS, ATTRIBUTES, *TIMESTAMP_COLUMNS)
+_READ_ORDER = (*_TEXT_FIELDS, *BOOLEAN_COLUMNS, LINKS)
+_read_known = itemgetter(*_READ_ORDER)
+_ATTRIBUTES_READ_AT = _READ_ORDER.index(ATTRIBUTES)
+_DICT_OR_NULL = frozenset({dict, type(None)})
+
+
+class _KnownValues(NamedTuple):
+    """A page's values of each known field, one tuple a field, in ``_READ_ORDER``."""
+
+    columns: list[tuple[Any, ...]]
+    #: Every record has exactly the known fields: none missing, none unknown.
+    exact: bool
 
 
 @dataclass
@@ -141,13 +153,18 @@ def normalize_records(
     """
     check_invalid_attributes(invalid_attributes)
     _check_records(records)
-    arrays = _columns_in_one_pass(records) or _columns_one_by_one(records)
+    known = _known_values(records)
+    arrays = (known and _columns_in_one_pass(known)) or _columns_one_by_one(records)
     position = COLUMNS.index(ATTRIBUTES)
-    decoded, invalid = _decode_attributes(arrays[position], records, invalid_attributes)
+    decoded, invalid = _decode_attributes(
+        arrays[position], records, invalid_attributes, known
+    )
     if invalid:
         arrays[position], kept = _set_aside_invalid_text(arrays[position], invalid)
+
     table = pa.Table.from_arrays(arrays, schema=USERS_SCHEMA)
-    for name in _unknown_fields(records):
+    unknown = [] if known and known.exact else _unknown_fields(records)
+    for name in unknown:
         table = table.append_column(name, _loose_column([r.get(name) for r in records]))
     if invalid:
         table = table.append_column(INVALID_ATTRIBUTES_TEXT, kept)
@@ -290,16 +307,24 @@ def check_dtype_backend(dtype_backend: str) -> None:
 
 def decode_attribute_text(column: pa.Array | pa.ChunkedArray) -> list[Any]:
     """Decode a column of attributes text; null or non-JSON text gives None."""
-    decoded: list[Any] = []
-    for text in column.to_pylist():
-        try:
-            decoded.append(None if text is None else orjson.loads(text))
-        except orjson.JSONDecodeError:
-            decoded.append(None)
-    return decoded
+    # As plain strings: an extension array's to_pylist makes a scalar a row.
+    texts = column.cast(pa.string()).to_pylist()
+    try:
+        return [None if text is None else orjson.loads(text) for text in texts]
+    except orjson.JSONDecodeError:
+        return [_decoded_or_none(text) for text in texts]
+
+
+def _decoded_or_none(text: str | None) -> Any:
+    try:
+        return None if text is None else orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _check_records(records: Sequence[Any]) -> None:
+    if set(map(type, records)) <= {dict}:
+        return
     for index, record in enumerate(records):
         if not isinstance(record, Mapping):
             raise SchemaError(
@@ -307,30 +332,68 @@ def _check_records(records: Sequence[Any]) -> None:
             )
 
 
-def _columns_in_one_pass(records: Sequence[Mapping[str, Any]]) -> list[pa.Array] | None:
-    """Type a page's known columns in one pass through Arrow, or return None.
+def _known_values(records: Sequence[Mapping[str, Any]]) -> _KnownValues | None:
+    """Gather each known field's values, or None unless every record is a dict.
 
-    Arrow reads the records as one struct array, without a Python list per
-    column, which makes this the cheap path for a page that keeps the
-    contract (#4). It is the same conversion as column by column, so when
-    Arrow refuses a value, or a date needs the lenient parser, the page is
-    simply typed again by :func:`_columns_one_by_one`, which names the culprit.
+    One ``itemgetter`` call a record reads all the known fields at C speed; a
+    record that lacks one makes the page read them with ``get`` (null). A
+    subclass of dict may answer lookups its own way, so it goes column by column.
     """
-    plain = all(type(record) is dict for record in records)
-    if not plain or not _links_are_objects(records):
+    if not set(map(type, records)) <= {dict}:
         return None
     try:
-        rows = pa.array(records, type=_RECORD_TYPE, from_pandas=False)
-        columns: list[pa.Array] = rows.flatten()
-        for index, column in enumerate(USERS_SCHEMA):
-            if pa.types.is_timestamp(column.type):
-                columns[index] = pc.cast(columns[index], column.type)
+        rows = list(map(_read_known, records))
+        exact = set(map(len, records)) <= {len(_READ_ORDER)}
+    except KeyError:
+        rows = [tuple(map(record.get, _READ_ORDER)) for record in records]
+        exact = False
+    columns = list(zip(*rows, strict=True)) or [()] * len(_READ_ORDER)
+    return _KnownValues(columns, exact)
+
+
+def _columns_in_one_pass(known: _KnownValues) -> list[pa.Array] | None:
+    """Type a page's known columns with a few Arrow calls, or return None.
+
+    All text fields go through Arrow as one list, the flags as another, and
+    the two dates are cast in one call: per call, not per value, is where
+    Arrow spends most on a 50-user page (#4). It is the same conversion as
+    column by column, so when Arrow refuses a value, or a date needs the
+    lenient parser, the page is simply typed again by
+    :func:`_columns_one_by_one`, which names the culprit.
+    """
+    count = len(known.columns[0])
+    links = known.columns[-1]
+    # Arrow would also read [key, value] pairs as a map; the contract says object.
+    if not set(map(type, links)) <= _DICT_OR_NULL:
+        return None
+    texts_end = len(_TEXT_FIELDS)
+    dates_start = texts_end - len(TIMESTAMP_COLUMNS)
+    try:
+        texts = _joined_array(known.columns[:texts_end], pa.string())
+        flags = _joined_array(known.columns[texts_end:-1], pa.bool_())
+        dates = texts.slice(dates_start * count).cast(TIMESTAMP)
+        typed = {LINKS: pa.array(links, LINKS_TYPE, from_pandas=False)}
     except _ARROW_ERRORS:
         return None
 
-    position = COLUMNS.index(ATTRIBUTES)
-    columns[position] = pa.ExtensionArray.from_storage(JSON_TEXT, columns[position])
-    return columns
+    typed.update(_split(texts, _TEXT_FIELDS[:dates_start], count))
+    typed.update(_split(dates, TIMESTAMP_COLUMNS, count))
+    typed.update(_split(flags, BOOLEAN_COLUMNS, count))
+    typed[ATTRIBUTES] = pa.ExtensionArray.from_storage(JSON_TEXT, typed[ATTRIBUTES])
+    return [typed[name] for name in COLUMNS]
+
+
+def _split(
+    joined: pa.Array, names: Sequence[str], count: int
+) -> Iterator[tuple[str, pa.Array]]:
+    """Name the columns of an array :func:`_joined_array` made, in order."""
+    for index, name in enumerate(names):
+        yield name, joined.slice(index * count, count)
+
+
+def _joined_array(columns: list[tuple[Any, ...]], arrow_type: pa.DataType) -> pa.Array:
+    """One Arrow array of several columns' values, column after column."""
+    return pa.array(list(chain.from_iterable(columns)), arrow_type, from_pandas=False)
 
 
 def _columns_one_by_one(records: Sequence[Mapping[str, Any]]) -> list[pa.Array]:
@@ -340,12 +403,6 @@ def _columns_one_by_one(records: Sequence[Mapping[str, Any]]) -> list[pa.Array]:
         _typed_column(name, [r.get(name) for r in records], sids)
         for name in USERS_SCHEMA.names
     ]
-
-
-def _links_are_objects(records: Sequence[Mapping[str, Any]]) -> bool:
-    # Arrow would also read [key, value] pairs as a map; the contract says object.
-    links = (record.get(LINKS) for record in records)
-    return all(value is None or type(value) is dict for value in links)
 
 
 def _typed_column(name: str, values: list[Any], sids: list[Any]) -> pa.Array:
@@ -409,13 +466,19 @@ def _check_links(values: list[Any], sids: list[Any]) -> None:
 
 
 def _decode_attributes(
-    column: pa.Array, records: Sequence[Mapping[str, Any]], mode: InvalidAttributes
+    column: pa.Array,
+    records: Sequence[Mapping[str, Any]],
+    mode: InvalidAttributes,
+    known: _KnownValues | None = None,
 ) -> tuple[list[Any], set[int]]:
-    texts = column.storage.to_pylist()
+    # The texts the one pass read are the records' own: no copy out of Arrow.
+    texts = known.columns[_ATTRIBUTES_READ_AT] if known else column.storage.to_pylist()
     try:
         return [None if text is None else orjson.loads(text) for text in texts], set()
     except orjson.JSONDecodeError:
         pass  # rare: go row by row to name the row, or null it
+
+    texts = column.storage.to_pylist()  # str, as Arrow holds them, for the message
 
     decoded: list[Any] = []
     invalid: set[int] = set()

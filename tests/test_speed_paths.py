@@ -1,7 +1,8 @@
 """The fast paths of #4 give the same answers as the paths they shortcut.
 
 - the one-pass normalizer types a page as the column-by-column path does, and
-  leaves every page it cannot type to it;
+  leaves every page it cannot type to it; a whole page, errors included, comes
+  out of ``normalize_records`` as it does when every record takes the slow path;
 - merged batches make the same frame as the pages they merge;
 - the fast transport lane reports every fault with the words requests would;
 - the walk sends at most the next page's request ahead, and an error stops it
@@ -31,13 +32,18 @@ from conv_frames import ConfigurationError, ServicesLoadError
 from conv_frames._config import Credentials
 from conv_frames._frame import (
     BatchCollector,
+    InvalidAttributes,
+    UserBatch,
     _columns_in_one_pass,
     _columns_one_by_one,
+    _known_values,
     batches_to_frame,
     count_duplicate_sids,
+    decode_attribute_text,
     normalize_records,
 )
 from conv_frames._pages import Page, iter_pages
+from conv_frames._schema import COLUMNS, JSON_TEXT
 from conv_frames._transport import LoadStats, RetryPolicy, Transport
 from conv_frames.emulator import Emulator, Fault, FaultPlan, make_users
 
@@ -57,10 +63,15 @@ def emulator_records(count: int) -> list[dict[str, Any]]:
     return decoded
 
 
+def without(record: dict[str, Any], name: str) -> dict[str, Any]:
+    return {key: value for key, value in record.items() if key != name}
+
+
 TYPED_IN_ONE_PASS = {
     "emulator users": emulator_records(60),
     "nulls everywhere": [user_record(1, **dict.fromkeys(["identity", "url"]))],
     "fields missing": [{"sid": "US" + "1" * 32}, {"identity": "no-sid"}],
+    "a field missing from one record": [user_record(1), without(user_record(2), "url")],
     "presence known": [user_record(1, is_online=True, is_notifiable=False)],
     "non-ASCII and emoji": [user_record(1, friendly_name="Zoë 李 🚀", identity="é")],
     "offsets and fractions": [
@@ -68,26 +79,33 @@ TYPED_IN_ONE_PASS = {
         user_record(2, date_updated="2021-06-01T08:00:00.123456+05:30"),
     ],
     "empty and null links": [user_record(1, links={}), user_record(2, links=None)],
+    "a link with a null URL": [user_record(1, links={"a": None})],
     "an unknown field": [user_record(1, tier=7), user_record(2)],
     "no records": [],
 }
 
 LEFT_TO_THE_COLUMNS = {
     "a boolean as text": [user_record(1, is_online="yes")],
+    "a boolean as a number": [user_record(1, is_notifiable=1)],
     "a number as a name": [user_record(1, friendly_name=5)],
     "links as pairs": [user_record(1, links=[["a", "b"]])],
     "a link that is a number": [user_record(1, links={"a": 1})],
     "a date without offset": [user_record(1, date_created="2020-03-24T20:38:21")],
-    "a date that is not one": [user_record(1, date_created="yesterday")],
+    "a date that is not one": [user_record(1, date_updated="yesterday")],
     "attributes as an object": [user_record(1, attributes={"a": 1})],
 }
+
+
+def one_pass(records: list[Any]) -> list[pa.Array] | None:
+    known = _known_values(records)
+    return None if known is None else _columns_in_one_pass(known)
 
 
 @pytest.mark.parametrize("records", TYPED_IN_ONE_PASS.values(), ids=TYPED_IN_ONE_PASS)
 def test_one_pass_types_a_page_as_column_by_column_does(
     records: list[dict[str, Any]],
 ) -> None:
-    fast = _columns_in_one_pass(records)
+    fast = one_pass(records)
 
     assert fast is not None
     expected = _columns_one_by_one(records)
@@ -102,15 +120,106 @@ def test_one_pass_types_a_page_as_column_by_column_does(
 def test_a_page_one_pass_refuses_goes_column_by_column(
     records: list[dict[str, Any]],
 ) -> None:
-    assert _columns_in_one_pass(records) is None
+    assert one_pass(records) is None
 
 
 def test_a_record_that_is_a_mapping_but_not_a_dict_goes_column_by_column() -> None:
     records = [user_record(1)]
     mapping = [_DictSubclass(user_record(1))]
 
-    assert _columns_in_one_pass(mapping) is None
+    assert _known_values(mapping) is None
     assert normalize_records(mapping).table.equals(normalize_records(records).table)
+
+
+#: Whole pages for the differential test below: every step of normalize_records
+#: (columns, attributes in both modes, unknown fields) on fast and slow paths.
+PAGES = {
+    **TYPED_IN_ONE_PASS,
+    **LEFT_TO_THE_COLUMNS,
+    "unknown fields of several kinds": [
+        user_record(1, tier=7),
+        user_record(2, extra={"a": [1]}),
+        user_record(3, tier="gold"),
+    ],
+    "an unknown field in place of a known one": [
+        {**without(user_record(1), "url"), "tier": 1},
+        user_record(2),
+    ],
+    "attributes not JSON": [
+        user_record(1),
+        user_record(2, attributes="{duty: tech"),
+        user_record(3, attributes="[1"),
+        user_record(4, attributes=None),
+    ],
+    "attributes not JSON, non-ASCII": [user_record(1, attributes='{"é": tru')],
+    "attributes of every JSON kind": [
+        user_record(number, attributes=text)
+        for number, text in enumerate(['"s"', "1.5", "[]", "null", "true", "{}"])
+    ],
+    "attributes nested past orjson's limit": [
+        user_record(1, attributes="[" * 1030 + "]" * 1030)
+    ],
+    "a date with nanoseconds": [
+        user_record(1, date_updated="2021-06-01T08:00:00.123456789+05:30")
+    ],
+    "a record that is not an object": [user_record(1), ["US1", "a"]],
+}
+
+
+@pytest.mark.parametrize("mode", ["raise", "null"])
+@pytest.mark.parametrize("records", PAGES.values(), ids=PAGES)
+def test_a_page_normalizes_as_it_does_on_the_slow_path(
+    records: list[Any], mode: InvalidAttributes
+) -> None:
+    # A dict subclass takes the slow path at every step.
+    slow = [_DictSubclass(r) if isinstance(r, dict) else r for r in records]
+
+    fast_batch = normalize_or_error(records, mode)
+    slow_batch = normalize_or_error(slow, mode)
+    if isinstance(slow_batch, Exception):
+        assert type(fast_batch) is type(slow_batch)
+        assert str(fast_batch) == str(slow_batch)
+        return
+    assert isinstance(fast_batch, UserBatch)
+    assert fast_batch.table.schema.equals(slow_batch.table.schema)
+    assert fast_batch.table.equals(slow_batch.table)
+    assert fast_batch.attributes == slow_batch.attributes
+    assert fast_batch.invalid_attributes == slow_batch.invalid_attributes
+    for backend in ("numpy_nullable", "pyarrow"):
+        assert_frame_equal(
+            batches_to_frame([fast_batch], dtype_backend=backend),
+            batches_to_frame([slow_batch], dtype_backend=backend),
+        )
+
+
+def normalize_or_error(records: list[Any], mode: InvalidAttributes) -> Any:
+    try:
+        return normalize_records(records, invalid_attributes=mode)
+    except conv_frames.SchemaError as error:
+        return error
+
+
+def test_a_page_with_exactly_the_known_fields_has_no_unknown_columns() -> None:
+    swapped = {**without(user_record(1), "url"), "tier": 1}
+
+    assert normalize_records([user_record(1)]).table.column_names == list(COLUMNS)
+    table = normalize_records([swapped]).table
+    assert table.column_names == [*COLUMNS, "tier"]
+    assert table.column("url").to_pylist() == [None]
+    assert table.column("tier").to_pylist() == [1]
+
+
+@pytest.mark.parametrize("arrow_type", [JSON_TEXT, pa.string()], ids=["JSON", "text"])
+def test_attribute_text_is_decoded_row_by_row_or_at_once_alike(
+    arrow_type: pa.DataType,
+) -> None:
+    # Plain text comes from a lenient load's file: it may hold text not JSON.
+    texts = ['{"a": [1, "é"]}', None, "{not json", "3", '"s"', "[" * 1030]
+    column = pa.chunked_array([pa.array(texts[:2], arrow_type), texts[2:]], arrow_type)
+
+    expected = [_decoded_or_none(text) for text in texts]
+    assert decode_attribute_text(column) == expected
+    assert decode_attribute_text(pa.array(texts[:2], arrow_type)) == expected[:2]
 
 
 def test_a_refused_page_still_names_the_field_and_the_user() -> None:
@@ -554,3 +663,10 @@ def test_a_service_given_twice_is_loaded_once() -> None:
 
 class _DictSubclass(dict[str, Any]):
     """Not exactly a dict: the one-pass path leaves such records to the columns."""
+
+
+def _decoded_or_none(text: str | None) -> Any:
+    try:
+        return None if text is None else orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
