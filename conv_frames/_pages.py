@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Generator
 from typing import Any
-from urllib.parse import parse_qsl, urljoin, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urljoin, urlsplit
 
 from ._errors import PaginationError, SchemaError
 from ._transport import LoadStats, Transport, _Sent, redact_url
@@ -192,11 +192,11 @@ def _next_url(
             f"{redact_url(page.next_page_url)}: it is not a valid URL ({error}); "
             "nothing was sent to it"
         ) from None
-    identity = _identity(url)
+    identity = _identity_of(parts)
     problem = None
     if parts.username is not None or parts.password is not None:
         problem = "it carries credentials"
-    elif _origin(url) != scope[:3]:
+    elif _origin_of(parts) != scope[:3]:
         problem = f"it leaves the origin {scope[0]}://{scope[1]}:{scope[2]}"
     elif parts.path != scope[3]:
         problem = f"its path is not the listing's path {scope[3]}"
@@ -217,7 +217,10 @@ def _scope(url: str) -> tuple[str, str, int, str]:
 
 
 def _origin(url: str) -> tuple[str, str, int]:
-    parts = urlsplit(url)
+    return _origin_of(urlsplit(url))
+
+
+def _origin_of(parts: SplitResult) -> tuple[str, str, int]:
     scheme = parts.scheme.lower()
     try:
         port = parts.port or _DEFAULT_PORTS.get(scheme, -1)
@@ -228,5 +231,8 @@ def _origin(url: str) -> tuple[str, str, int]:
 
 def _identity(url: str) -> PageIdentity:
     """A page's identity: its path and its sorted query, whatever the order."""
-    parts = urlsplit(url)
+    return _identity_of(urlsplit(url))
+
+
+def _identity_of(parts: SplitResult) -> PageIdentity:
     return parts.path, tuple(sorted(parse_qsl(parts.query, keep_blank_values=True)))

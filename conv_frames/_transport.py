@@ -881,7 +881,7 @@ def _status_error(response: _Answer, url: str) -> APIError:
 
 def _decode_body(response: _Answer, url: str) -> Any:
     body = response.body
-    if not body.strip():
+    if not body or body.isspace():  # not strip(): that copies every page
         raise TransportError(
             "HTTP 200 answer has an empty body, not JSON", url=url, transient=True
         )
