@@ -238,6 +238,7 @@ class Client:
             progress=progress,
         )
         batches = collected.batches()
+        del collected
         frame = batches_to_frame(batches, dtype_backend=dtype_backend)
         frame.attrs.update(attrs)
         if presence:
@@ -252,6 +253,10 @@ class Client:
                 table = with_presence(concat_batches(batches), frame)
                 provenance = {str(key): value for key, value in frame.attrs.items()}
                 write_table(table, parquet_path, provenance)
+        # What the pages and the conversion freed stays in Arrow's pool for
+        # reuse unless handed back: about 60 MB at 100,000 users (#4).
+        del batches
+        pa.default_memory_pool().release_unused()
         return frame
 
     def fill_presence(

@@ -10,6 +10,7 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pytest
 from pandas.testing import assert_frame_equal
 from scripted import ACCOUNT_SID, AUTH_TOKEN, ScriptedServer, Step
@@ -245,3 +246,24 @@ def test_an_option_no_one_takes_is_refused_by_name_with_a_way_out(
         assert str(caught.value) == message
 
     assert len(emulator.requests) == before
+
+
+def test_a_load_hands_arrows_freed_memory_back_once_nothing_holds_its_pages(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool is released after the pages' tables are gone, not while held."""
+    pool = pa.default_memory_pool()
+    held_at_release: list[int] = []
+
+    class Watched:
+        def release_unused(self) -> None:
+            held_at_release.append(pa.total_allocated_bytes())
+            pool.release_unused()
+
+    monkeypatch.setattr(pa, "default_memory_pool", Watched)
+    before = pa.total_allocated_bytes()
+    frame = conv_frames.load_users(emulator.service_sid, **credentials(emulator))
+
+    assert len(frame) == 1234
+    # By the last release only the frame's own columns were left allocated.
+    assert held_at_release[-1] == pa.total_allocated_bytes() > before
