@@ -94,8 +94,8 @@ def iter_pages(
     try:
         while url is not None:
             _check_page_budget(number, max_pages, url)
-            answer = transport.get_json(url, stats, sent=sent)  # owns ``sent`` now
-            sent = None
+            ahead_of_us, sent = sent, None  # get_json reads or drops it
+            answer = transport.get_json(url, stats, sent=ahead_of_us)
             page = _read_page(answer, key=key, number=number, url=url)
             if page.self_url is not None:
                 # What the server says it served counts too: an earlier page

@@ -26,6 +26,7 @@ import pytest
 import requests
 from pandas.testing import assert_frame_equal
 from scripted import ScriptedServer, Step, twilio_error, user_record, users_page
+from urllib3.connection import HTTPConnection
 
 import conv_frames
 from conv_frames import ConfigurationError, ServicesLoadError
@@ -670,3 +671,37 @@ def _decoded_or_none(text: str | None) -> Any:
         return None if text is None else orjson.loads(text)
     except orjson.JSONDecodeError:
         return None
+
+
+def test_a_failed_answer_to_a_request_sent_ahead_leaves_its_connection_usable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The walk must not close a connection get_json already gave back.
+
+    Another thread of the same Client may be using it by then (#4 review).
+    """
+    missing = Step(404, json=twilio_error(404, 20404, "Not found"))
+    steps = [*chained(2), missing, *chained(2)]
+    steps[0].json["meta"]["next_page_url"] = f"{{BASE}}{LISTING}?Page=1"
+    steps[1].json["meta"]["next_page_url"] = f"{{BASE}}{LISTING}?Page=9"
+    connect = HTTPConnection.connect
+    opened: list[HTTPConnection] = []
+
+    def counting(connection: HTTPConnection) -> None:
+        opened.append(connection)
+        connect(connection)
+
+    monkeypatch.setattr(HTTPConnection, "connect", counting)
+    with ScriptedServer(steps) as server:
+        with conv_frames.Client(
+            account_sid=CREDENTIALS.account_sid,
+            auth_token="token",
+            base_url=server.base_url,
+            max_attempts=1,
+        ) as client:
+            with pytest.raises(conv_frames.APIError, match="Not found"):
+                client.load_users("IS" + "5e" * 16, page_size=2)
+            frame = client.load_users("IS" + "5e" * 16, page_size=2)
+
+    assert len(frame) == 2
+    assert len(opened) == 1
