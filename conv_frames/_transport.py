@@ -200,8 +200,9 @@ class LoadStats:
     requests: int = 0
     retries: int = 0
     pages: int = 0
-    #: Set when the load is abandoned (its consumer failed or was interrupted):
-    #: a retry wait ends at once and no further request is sent.
+    #: Set (from any thread) to abandon the load: a retry wait ends at once, no
+    #: further request is sent, and the request on the wire is cut. The walk
+    #: runs in the caller's thread, so a load's own failure needs no event.
     cancelled: CancelEvent = field(default_factory=CancelEvent)
     #: The same, for a run of several loads that another thread may abandon;
     #: a :class:`CancelEvent` also ends the request on the wire.
@@ -580,14 +581,22 @@ class _Sent:
         self.connection = connection
         self.shown = shown
         self.error = error
+        self._settled = False
 
     def receive(self) -> _Answer:
         """Read the answer; the connection goes back to the origin once read."""
+        self._settled = True
         return self.origin.receive(self)
 
     def discard(self) -> None:
-        """Drop the request: its connection is closed with the answer unread."""
-        self.connection.close()
+        """Drop the request: its connection is closed with the answer unread.
+
+        Once the answer was read the connection is the origin's again, and may
+        carry another thread's request: there is nothing left to drop.
+        """
+        if not self._settled:
+            self._settled = True
+            self.connection.close()
 
 
 class _Origin:
@@ -716,7 +725,9 @@ class _DirectLane:
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
-        return origin.send(target, shown)
+        # Encoded as requests encodes it: http.client refuses a space, a
+        # control character or a non-ASCII one in the request line.
+        return origin.send(requests.utils.requote_uri(target), shown)
 
     def close(self) -> None:
         """Close the connections kept open."""

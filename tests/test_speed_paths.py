@@ -705,3 +705,16 @@ def test_a_failed_answer_to_a_request_sent_ahead_leaves_its_connection_usable(
 
     assert len(frame) == 2
     assert len(opened) == 1
+
+
+@pytest.mark.parametrize("token", ["a b", "\u00e9t\u00e9", "a\x01b"])
+def test_a_next_link_is_sent_percent_encoded_as_requests_sends_it(token: str) -> None:
+    steps = chained(2)
+    steps[0].json["meta"]["next_page_url"] = (
+        f"{{BASE}}{LISTING}?Page=1&PageToken={token}"
+    )
+    with ScriptedServer(steps) as server:
+        users = [page[0]["sid"] for page in walk_ahead(server, LoadStats())]
+
+    assert users == [user_record(1)["sid"], user_record(2)["sid"]]
+    assert server.requests[1].query == {"Page": "1", "PageToken": token}
