@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urljoin, urlsplit
 
 from ._errors import PaginationError, SchemaError
-from ._transport import LoadStats, Transport, _Sent, redact_url
+from ._transport import LoadStats, SentRequest, Transport, redact_url
 
 __all__ = ["Page", "iter_pages"]
 
@@ -90,7 +90,7 @@ def iter_pages(
     seen: set[PageIdentity] = {_identity(first_url)}  # _next_url adds the others
     url: str | None = first_url
     number = 0
-    sent: _Sent | None = None  # the request for ``url``, when sent ahead
+    sent: SentRequest | None = None  # the request for ``url``, when sent ahead
     try:
         while url is not None:
             _check_page_budget(number, max_pages, url)

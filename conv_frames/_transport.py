@@ -59,6 +59,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.util.ssl_match_hostname import CertificateError as HostnameMismatch
 
 from ._config import Credentials, _is_loopback
 from ._errors import APIError, RequestTimeout, SchemaError, TransportError
@@ -68,6 +69,7 @@ __all__ = [
     "LoadStats",
     "RetryEvent",
     "RetryPolicy",
+    "SentRequest",
     "Transport",
     "describe_fault",
     "log_retry",
@@ -345,7 +347,9 @@ class Transport:
                     stack.enter_context(event.calling(self.abort))
             yield
 
-    def get_json(self, url: str, stats: LoadStats, *, sent: _Sent | None = None) -> Any:
+    def get_json(
+        self, url: str, stats: LoadStats, *, sent: SentRequest | None = None
+    ) -> Any:
         """GET ``url`` and decode its JSON body, retrying transient faults.
 
         Requests and retries are counted in ``stats``.
@@ -392,7 +396,7 @@ class Transport:
             error.attempts = int(retrying.statistics.get("attempt_number", 1))
             raise
 
-    def send(self, url: str, stats: LoadStats) -> _Sent | None:
+    def send(self, url: str, stats: LoadStats) -> SentRequest | None:
         """Put a GET of ``url`` on the wire and return without its answer.
 
         Pass the result to :meth:`get_json` as ``sent`` to read the answer,
@@ -453,7 +457,7 @@ class Transport:
         # A session of the caller's, or a proxy on the way.
         return self._check(self._get_with_session(url, shown), shown)
 
-    def _answer(self, sent: _Sent, url: str, stats: LoadStats) -> Any:
+    def _answer(self, sent: SentRequest, url: str, stats: LoadStats) -> Any:
         """Read the answer to a request on the wire, and decode it."""
         if stats.abandoned():
             sent.discard()
@@ -562,12 +566,13 @@ class _BasicAuth(requests.auth.AuthBase):
         return f"<BasicAuth username={self._username!r} password='***'>"
 
 
-class _Sent:
+class SentRequest:
     """A GET on the wire whose answer nobody has read yet.
 
-    Made by :meth:`_Origin.send`; exactly one of :meth:`receive` and
-    :meth:`discard` is called. A failure while sending is kept and raised by
-    :meth:`receive`, inside the retry loop of the request it belongs to.
+    Made by :meth:`Transport.send` and read by :meth:`Transport.get_json`, or
+    dropped with :meth:`discard` (which does nothing once it was read). A
+    failure while sending is kept and raised by :meth:`receive`, inside the
+    retry loop of the request it belongs to.
     """
 
     def __init__(
@@ -628,7 +633,7 @@ class _Origin:
         # An origin dropped without close() still closes what it kept open.
         weakref.finalize(self, _close_all, self._idle)
 
-    def send(self, target: str, shown: str) -> _Sent:
+    def send(self, target: str, shown: str) -> SentRequest:
         """Put a GET of ``target`` on the wire and return at once."""
         with self._guard:
             connection = self._idle.pop() if self._idle else None
@@ -643,11 +648,11 @@ class _Origin:
             )
         except (urllib3.exceptions.HTTPError, OSError, HTTPException) as error:
             connection.close()
-            return _Sent(self, connection, shown, error)
+            return SentRequest(self, connection, shown, error)
         connection.timeout = self._read_timeout
-        return _Sent(self, connection, shown)
+        return SentRequest(self, connection, shown)
 
-    def receive(self, sent: _Sent) -> _Answer:
+    def receive(self, sent: SentRequest) -> _Answer:
         """Read the answer to ``sent``, then keep its connection for reuse."""
         connection = sent.connection
         try:
@@ -707,7 +712,7 @@ class _DirectLane:
         self._origins: dict[tuple[str, str], _Origin | None] = {}
         self._opening = threading.Lock()  # threads may share the lane (presence)
 
-    def send(self, url: str, shown: str) -> _Sent | None:
+    def send(self, url: str, shown: str) -> SentRequest | None:
         """Put a GET on the wire, or return None if this lane does not serve the origin.
 
         Whether it does is decided on the first request to each origin.
@@ -846,6 +851,16 @@ def _is_transient(error: BaseException) -> bool:
 def _network_error(error: requests.RequestException, url: str) -> TransportError:
     if isinstance(error, requests.Timeout) or _caused_by_read_timeout(error):
         return RequestTimeout("request timed out waiting for the server", url=url)
+    refusal = _certificate_refusal(error)
+    if refusal is not None:
+        # The same certificate is refused however often it is asked for.
+        return TransportError(
+            f"the server's TLS certificate was refused ({refusal}), so nothing "
+            "was sent; check base_url, or set REQUESTS_CA_BUNDLE to the CA "
+            "bundle that signs the server's certificate",
+            url=url,
+            transient=False,
+        )
     reason = type(error).__name__
     transient = isinstance(
         error,
@@ -856,6 +871,32 @@ def _network_error(error: requests.RequestException, url: str) -> TransportError
     return TransportError(
         f"request failed on the network ({reason})", url=url, transient=transient
     )
+
+
+def _certificate_refusal(error: BaseException) -> str | None:
+    """Why the server's certificate was refused, if that is what ``error`` is.
+
+    Both lanes wrap the ``ssl`` error: requests in urllib3's errors (as
+    arguments), the own lane as the cause. The reason is OpenSSL's, such as
+    "self-signed certificate" or a host name that does not match.
+    """
+    pending: list[object] = [error]
+    seen: set[int] = set()
+    while pending:
+        found = pending.pop()
+        if id(found) in seen or not isinstance(found, BaseException):
+            continue
+        seen.add(id(found))
+        if isinstance(found, ssl.SSLCertVerificationError):
+            return str(found.verify_message or found.reason or "not trusted").rstrip(
+                "."
+            )
+        if isinstance(found, HostnameMismatch):  # urllib3's own host name check
+            return str(found).rstrip(".")
+        pending.extend(found.args)
+        pending.extend((found.__cause__, found.__context__))
+        pending.append(getattr(found, "reason", None))
+    return None
 
 
 def _caused_by_read_timeout(error: BaseException) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,7 +55,13 @@ class Recorded:
 class ScriptedServer:
     """Serve ``steps`` in order on 127.0.0.1; record what arrives."""
 
-    def __init__(self, steps: list[Step], default: Step | None = None) -> None:
+    def __init__(
+        self,
+        steps: list[Step],
+        default: Step | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.steps = list(steps)
         self.default = default
         self.requests: list[Recorded] = []
@@ -62,7 +69,11 @@ class ScriptedServer:
         self._stop = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "http"
+        if tls is not None:  # HTTPS: each connection's handshake as it is accepted
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            scheme = "https"
+        self.base_url = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.02,), daemon=True
         )

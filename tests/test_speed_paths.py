@@ -7,6 +7,8 @@
 - the fast transport lane reports every fault with the words requests would;
 - the walk sends at most the next page's request ahead, and an error stops it
   where it happened, with no page lost or repeated;
+- a load over TLS trusts what requests would, and a refused certificate is one
+  clear error, not retried;
 - ``load_services`` loads services side by side within its bound, and one
   failure loses none of the others.
 
@@ -15,21 +17,25 @@ Nothing here measures time: the benchmarks do (``python -m benchmarks.run``).
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
+import pandas as pd
 import pyarrow as pa
 import pytest
 import requests
+import trustme
 from pandas.testing import assert_frame_equal
 from scripted import ScriptedServer, Step, twilio_error, user_record, users_page
 from urllib3.connection import HTTPConnection
 
 import conv_frames
-from conv_frames import ConfigurationError, ServicesLoadError
+from conv_frames import ConfigurationError, ServicesLoadError, TransportError
 from conv_frames._config import Credentials
 from conv_frames._frame import (
     BatchCollector,
@@ -718,3 +724,86 @@ def test_a_next_link_is_sent_percent_encoded_as_requests_sends_it(token: str) ->
 
     assert users == [user_record(1)["sid"], user_record(2)["sid"]]
     assert server.requests[1].query == {"Page": "1", "PageToken": token}
+
+
+# --- TLS ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def authority() -> trustme.CA:
+    return trustme.CA()
+
+
+def https_server(authority: trustme.CA, host: str) -> ScriptedServer:
+    """A two-page listing over TLS, with a certificate ``authority`` issued."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert(host).configure_cert(context)
+    return ScriptedServer(chained(2), tls=context)
+
+
+def https_load(
+    server: ScriptedServer, session: requests.Session | None = None
+) -> pd.DataFrame:
+    return conv_frames.load_users(
+        "IS" + "5e" * 16,
+        account_sid=CREDENTIALS.account_sid,
+        auth_token="token",
+        base_url=server.base_url,
+        session=session,
+        max_attempts=3,
+    )
+
+
+@pytest.mark.parametrize("lane", ["own", "requests"])
+def test_a_load_over_tls_trusts_the_ca_bundle_requests_would(
+    lane: str,
+    authority: trustme.CA,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    with https_server(authority, "127.0.0.1") as server:
+        with requests.Session() as session:
+            frame = https_load(server, session if lane == "requests" else None)
+
+    assert server.base_url.startswith("https://")
+    assert list(frame["sid"]) == [user_record(1)["sid"], user_record(2)["sid"]]
+
+
+@pytest.mark.parametrize(
+    ("issued_for", "trusted", "reason"),
+    [
+        ("127.0.0.1", False, "unable to get local issuer certificate"),
+        ("api.example.org", True, "certificate is not valid for '127.0.0.1')"),
+    ],
+    ids=["unknown authority", "another host"],
+)
+def test_a_refused_certificate_is_one_clear_error_in_both_lanes(
+    issued_for: str,
+    trusted: bool,
+    reason: str,
+    authority: trustme.CA,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if trusted:
+        bundle = tmp_path / "ca.pem"
+        authority.cert_pem.write_to_path(str(bundle))
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    errors = []
+    for lane in ("own", "requests"):
+        with https_server(authority, issued_for) as server:
+            with requests.Session() as session:
+                with pytest.raises(TransportError) as caught:
+                    https_load(server, session if lane == "requests" else None)
+        errors.append(caught.value)
+        assert server.requests == []  # no request got through
+
+    fast, slow = errors
+    assert str(fast).replace(*ports(fast, slow)) == str(slow)
+    assert fast.attempts == 1  # not retried: the same certificate comes back
+    assert "the server's TLS certificate was refused (" in str(fast)
+    assert reason in str(fast)
+    assert "set REQUESTS_CA_BUNDLE" in str(fast)
