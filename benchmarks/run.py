@@ -311,7 +311,10 @@ def _targets(
         checks.append(("load_users / floor", load / floor, "<=", 1.5))
     normalized = timings.median("normalizer: bytes -> Arrow batches", normalizer_users)
     decoded = timings.median("orjson.loads of the same bytes", normalizer_users)
-    checks.append(("normalizer / orjson.loads", normalized / decoded, "<=", 1.5))
+    label = "normalizer / orjson.loads"
+    if normalizer_users != TARGET_USERS:  # the target is set at 100,000 users
+        label += f" (at {normalizer_users:,} users)"
+    checks.append((label, normalized / decoded, "<=", 1.5))
     if latency is not None:
         seconds = latency["timings"].median("load_users", TARGET_USERS)
         budget = latency["pages"] * LATENCY
