@@ -212,12 +212,8 @@ def _next_url(
 
 
 def _scope(url: str) -> tuple[str, str, int, str]:
-    scheme, host, port = _origin(url)
-    return scheme, host, port, urlsplit(url).path
-
-
-def _origin(url: str) -> tuple[str, str, int]:
-    return _origin_of(urlsplit(url))
+    parts = urlsplit(url)
+    return (*_origin_of(parts), parts.path)
 
 
 def _origin_of(parts: SplitResult) -> tuple[str, str, int]:

@@ -17,6 +17,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from urllib3.connection import HTTPConnection
+
 
 @dataclass
 class Step:
@@ -234,3 +236,16 @@ def twilio_error(status: int, code: int, message: str) -> dict[str, Any]:
         "more_info": f"https://www.twilio.com/docs/errors/{code}",
         "status": status,
     }
+
+
+def count_connections(monkeypatch: Any) -> list[HTTPConnection]:
+    """Record every urllib3 connection opened from now on (a pytest monkeypatch)."""
+    connect = HTTPConnection.connect
+    opened: list[HTTPConnection] = []
+
+    def counting(connection: HTTPConnection) -> None:
+        opened.append(connection)
+        connect(connection)
+
+    monkeypatch.setattr(HTTPConnection, "connect", counting)
+    return opened

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 import requests
 from conftest import SleepRecorder
-from urllib3.connection import HTTPConnection
+from scripted import count_connections
 
 import conv_frames
 import conv_frames._client
@@ -270,17 +270,10 @@ def test_the_fetches_take_the_direct_lane_with_a_connection_per_worker(
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("requests was used")
 
-    connect = HTTPConnection.connect
-    opened: list[HTTPConnection] = []
-
-    def counting(connection: HTTPConnection) -> None:
-        opened.append(connection)
-        connect(connection)
-
     with Emulator(users=200, seed=1) as emu:
         users = listed(emu)
         monkeypatch.setattr(requests.Session, "request", refuse)
-        monkeypatch.setattr(HTTPConnection, "connect", counting)
+        opened = count_connections(monkeypatch)
         filled = conv_frames.fill_presence(
             users, max_concurrency=4, initial_concurrency=4, **options(emu)
         )

@@ -31,8 +31,14 @@ import pytest
 import requests
 import trustme
 from pandas.testing import assert_frame_equal
-from scripted import ScriptedServer, Step, twilio_error, user_record, users_page
-from urllib3.connection import HTTPConnection
+from scripted import (
+    ScriptedServer,
+    Step,
+    count_connections,
+    twilio_error,
+    user_record,
+    users_page,
+)
 
 import conv_frames
 from conv_frames import ConfigurationError, ServicesLoadError, TransportError
@@ -690,14 +696,7 @@ def test_a_failed_answer_to_a_request_sent_ahead_leaves_its_connection_usable(
     steps = [*chained(2), missing, *chained(2)]
     steps[0].json["meta"]["next_page_url"] = f"{{BASE}}{LISTING}?Page=1"
     steps[1].json["meta"]["next_page_url"] = f"{{BASE}}{LISTING}?Page=9"
-    connect = HTTPConnection.connect
-    opened: list[HTTPConnection] = []
-
-    def counting(connection: HTTPConnection) -> None:
-        opened.append(connection)
-        connect(connection)
-
-    monkeypatch.setattr(HTTPConnection, "connect", counting)
+    opened = count_connections(monkeypatch)
     with ScriptedServer(steps) as server:
         with conv_frames.Client(
             account_sid=CREDENTIALS.account_sid,
